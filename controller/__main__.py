@@ -19,7 +19,7 @@ log = logging.getLogger("controller")
 
 
 async def run(config: settings.Settings) -> None:
-    kube_config = kube.load_config()
+    kube_config = kube.load_config(config.kubeconfig)
     api = await asyncio.to_thread(kube.server_info, kube_config)
     log.info("connected to Kubernetes %s at %s", api.version, api.host)
     conn = mirror.client(config.valkey_url)

@@ -22,10 +22,10 @@ class ServerInfo:
     version: str
 
 
-def load_config() -> kubernetes.client.Configuration:
-    """Kubeconfig first (``KUBECONFIG``), then in-cluster credentials."""
+def load_config(kubeconfig: str | None) -> kubernetes.client.Configuration:
+    """The kubeconfig (``KUBECONFIG``, else ``~/.kube/config``), then in-cluster credentials."""
     try:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config(config_file=kubeconfig or None)
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError) as kube_exc:
         try:
             kubernetes.config.load_incluster_config()

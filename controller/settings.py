@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     valkey_deleted_ttl_seconds: Annotated[int, pydantic.Field(ge=1)] = 86_400
     watch_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     max_concurrent_agents: Annotated[int, pydantic.Field(ge=0)] = 0
+    # Kubernetes credentials: a kubeconfig path list, else ~/.kube/config, else in-cluster.
+    kubeconfig: str | None = None
 
     @pydantic.field_validator("valkey_url")
     @classmethod

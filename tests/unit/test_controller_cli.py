@@ -8,6 +8,7 @@ import pytest
 
 from controller import __main__ as cli
 from controller import mirror
+from localcluster import procs
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(
@@ -51,3 +52,24 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_passwords_never_reach_logs_or_errors(url: str, shown: str) -> None:
     assert mirror.redact(url) == shown
+
+
+def test_an_api_server_that_does_not_answer_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    port = procs.free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: abc}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+"""
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the Kubernetes API at https://127.0.0.1:{port}:")
