@@ -142,17 +142,13 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out[key] = _convert(value, defs)
             continue  # true/false: a CRD says so with x-kubernetes-preserve-unknown-fields
         if key == "properties":
-            if value:
-                out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
+            out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
             continue
         if key == "items":
             out[key] = _convert(value, defs)
             continue
         if key == "default" and (value is None or isinstance(value, dict | list)):
             continue  # only scalar defaults: filled-in empty objects are noise in GitOps diffs
-        if key == "const":
-            out["enum"] = [value]
-            continue
         out[key] = value
     return out
 

@@ -1,30 +1,52 @@
-"""The Valkey mirror of every agent's status (connection for now).
+"""The Valkey mirror of every agent's status, and the events of its life.
 
 Kubernetes is the source of truth; Valkey mirrors it for consumers outside the
-cluster. This module owns the connection: from ``VALKEY_URL`` (user and
-password allowed, ``rediss://`` for TLS), with bounded retries, and a clear
-error naming the server (never its password) when it cannot be reached.
+cluster. Each transition is applied by ONE server-side script that checks the
+edge is legal and not already applied (by uid and seq), then writes the hash,
+moves the phase index, PUBLISHes the CloudEvents JSON and XADDs the same bytes
+to the stream. All checks come before the first write, and the script carries a
+``#!lua`` shebang so that a server out of memory refuses it before it starts:
+a transition is applied whole or not at all. Two writers racing cannot both
+win, a retry never duplicates an event, and a new uid starts a new life.
+
+Layout (DESIGN.md, prefix ``orchestrator:`` by default)::
+
+    {prefix}agent:{namespace}/{name}   hash   the record
+    {prefix}phase:{Phase}              set    namespace/name of live agents in that phase
+    {prefix}events                     pub/sub one message per event
+    {prefix}events:stream              stream the same events, MAXLEN ~ stream_maxlen
+
+The machine is a DAG in which seq fixes the phase it follows (1: from nothing,
+2: from Spawning, 3: from Running), so a seq at or below the record's tells
+which phase it was without keeping history in the hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final
 
 import redis.asyncio
+import redis.asyncio.retry
 import redis.backoff
 import redis.exceptions
-import redis.retry
+
+from controller import lifecycle, models
 
 CONNECT_ATTEMPTS: Final = 5
+DEFAULT_PREFIX: Final = "orchestrator:"
+PHASES: Final = tuple(lifecycle.Phase)
 
 
 class ValkeyUnavailable(RuntimeError):
     """Valkey could not be reached; the message names the server and the cause."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ServerInfo:
     address: str
     server: str
@@ -48,7 +70,9 @@ def client(url: str, attempts: int = CONNECT_ATTEMPTS) -> redis.asyncio.Redis:
         url,
         socket_connect_timeout=5,
         socket_timeout=10,
-        retry=redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts),
+        retry=redis.asyncio.retry.Retry(
+            redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts
+        ),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
 
@@ -66,3 +90,352 @@ async def server_info(conn: redis.asyncio.Redis, url: str) -> ServerInfo:
         server=str(info.get("server_name", "redis")),
         version=str(info.get("valkey_version", info.get("redis_version", "?"))),
     )
+
+
+# --- the scripts ---
+
+
+def _lua_edges() -> str:
+    rows = [f"[''] = {{{lifecycle.INITIAL} = true}}"]
+    for phase, targets in lifecycle.EDGES.items():
+        listed = ", ".join(f"{t} = true" for t in PHASES if t in targets)
+        rows.append(f"{phase} = {{{listed}}}")
+    return "{" + ", ".join(rows) + "}"
+
+
+_PRELUDE: Final = f"""#!lua
+-- KEYS: 1 the agent's hash, 2 the stream, 3.. the phase sets in this order:
+local phases = {{{", ".join(f"'{p}'" for p in PHASES)}}}
+local function phase_key(phase)
+  for i, name in ipairs(phases) do
+    if name == phase then return KEYS[2 + i] end
+  end
+end
+local function announce(channel, maxlen, event)
+  redis.call('PUBLISH', channel, event)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
+end
+local current = redis.call('HMGET', KEYS[1], 'uid', 'seq', 'phase', 'deleted')
+local cur_uid, cur_seq, cur_phase = current[1], tonumber(current[2]) or 0, current[3] or ''
+local deleted = current[4] == '1'
+"""
+
+# ARGV: uid, seq, from ('' for none), to, channel, maxlen, event, ref, then field/value pairs.
+TRANSITION_LUA: Final = (
+    _PRELUDE
+    + f"""
+local edges = {_lua_edges()}
+local uid, seq, from, to = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if cur_uid and cur_uid ~= uid then
+  if seq ~= 1 then
+    return {{'refused', cur_phase, cur_seq, 'the record belongs to another life of this agent'}}
+  end
+  -- A recreated agent (new uid) starts a new life: the old record goes.
+  if cur_phase ~= '' then redis.call('SREM', phase_key(cur_phase), ARGV[8]) end
+  redis.call('DEL', KEYS[1])
+  cur_seq, cur_phase, deleted = 0, '', false
+end
+if deleted then
+  return {{'refused', cur_phase, cur_seq, 'the agent is deleted'}}
+end
+if seq <= cur_seq then
+  local was = cur_phase
+  if seq < cur_seq then
+    was = (seq == 1) and '{lifecycle.INITIAL}' or '{lifecycle.Phase.RUNNING}'
+  end
+  if was == to then return {{'duplicate', cur_phase, cur_seq, ''}} end
+  local why = 'transition ' .. seq .. ' was already recorded as ' .. was
+  return {{'refused', cur_phase, cur_seq, why}}
+end
+if seq ~= cur_seq + 1 then
+  local why = 'transition ' .. seq .. ' arrived before ' .. (cur_seq + 1)
+  return {{'refused', cur_phase, cur_seq, why}}
+end
+if from ~= cur_phase or not edges[cur_phase][to] then
+  local shown = (cur_phase == '') and 'nothing' or cur_phase
+  return {{'refused', cur_phase, cur_seq, 'illegal transition from ' .. shown .. ' to ' .. to}}
+end
+redis.call('HSET', KEYS[1], 'uid', uid, 'seq', seq, 'phase', to, 'deleted', '0', unpack(ARGV, 9))
+if cur_phase ~= '' then redis.call('SREM', phase_key(cur_phase), ARGV[8]) end
+redis.call('SADD', phase_key(to), ARGV[8])
+announce(ARGV[5], ARGV[6], ARGV[7])
+return {{'applied', to, seq, ''}}
+"""
+)
+
+# ARGV: uid, channel, maxlen, event, ref, ttl seconds, updatedAt.
+DELETE_LUA: Final = (
+    _PRELUDE
+    + """
+local uid = ARGV[1]
+if not cur_uid then return {'refused', '', 0, 'there is no record of this agent'} end
+if cur_uid ~= uid then
+  return {'refused', cur_phase, cur_seq, 'the record belongs to another life of this agent'}
+end
+if deleted then return {'duplicate', cur_phase, cur_seq, ''} end
+redis.call('HSET', KEYS[1], 'deleted', '1', 'updatedAt', ARGV[7])
+if cur_phase ~= '' then redis.call('SREM', phase_key(cur_phase), ARGV[5]) end
+announce(ARGV[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return {'applied', cur_phase, cur_seq, ''}
+"""
+)
+
+
+# --- values ---
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentRef:
+    """Who the agent is: what every record and event carries."""
+
+    namespace: str
+    name: str
+    uid: str
+    task_id: str
+    agent_type: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, agent: models.Agent) -> AgentRef:
+        meta = agent.metadata
+        return cls(meta.namespace, meta.name, meta.uid, agent.spec.task_id, agent.spec.agent_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One transition as the mirror records it: the phase machine's, plus the status around it."""
+
+    seq: int
+    from_: lifecycle.Phase | None
+    to: lifecycle.Phase
+    at: datetime.datetime
+    reason: str
+    message: str = ""
+    error: str = ""
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    pod_name: str | None = None
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    phase: lifecycle.Phase | None  # the record's phase after the attempt
+    seq: int
+    why: str = ""
+
+
+def _time(moment: datetime.datetime | None) -> str:
+    return models.format_time(moment) if moment is not None else ""
+
+
+def event(agent: AgentRef, step: Step) -> models.CloudEvent:
+    """The CloudEvent of one transition."""
+    return models.CloudEvent(
+        id=f"{agent.uid}-{step.seq}",
+        source=models.agent_source(agent.namespace, agent.name),
+        type=models.event_type(step.to),
+        time=step.at,
+        data=_data(agent, step.from_, step.to, step),
+    )
+
+
+def deletion_event(agent: AgentRef, last: Step, at: datetime.datetime) -> models.CloudEvent:
+    """The final event of an agent's life: its record is marked deleted."""
+    return models.CloudEvent(
+        id=f"{agent.uid}-deleted",
+        source=models.agent_source(agent.namespace, agent.name),
+        type=models.EventType.DELETED,
+        time=at,
+        data=_data(agent, last.to, "Deleted", last),
+    )
+
+
+def _data(
+    agent: AgentRef, from_: lifecycle.Phase | None, to: lifecycle.Phase | str, step: Step
+) -> models.EventData:
+    return models.EventData.model_validate(
+        {
+            "namespace": agent.namespace,
+            "name": agent.name,
+            "uid": agent.uid,
+            "taskId": agent.task_id,
+            "agentType": agent.agent_type,
+            "from": from_,
+            "to": to,
+            "seq": step.seq,
+            "reason": step.reason,
+            "message": step.message,
+            "error": step.error,
+            "startedAt": step.started_at,
+            "completedAt": step.completed_at,
+        }
+    )
+
+
+def steps(status: models.AgentStatus) -> list[Step]:
+    """Every transition in ``status.history`` as a Step, oldest first.
+
+    The history keeps phase, time and reason; the latest step also gets the
+    status's message and error, and each step the start and completion times
+    that were true at that point of the life.
+    """
+    out: list[Step] = []
+    previous: lifecycle.Phase | None = None
+    last = len(status.history)
+    for seq, entry in enumerate(status.history, start=1):
+        reached_running = entry.phase is not lifecycle.Phase.SPAWNING
+        out.append(
+            Step(
+                seq=seq,
+                from_=previous,
+                to=entry.phase,
+                at=entry.at,
+                reason=entry.reason,
+                message=status.message if seq == last else "",
+                error=status.error if seq == last else "",
+                started_at=status.started_at if reached_running else None,
+                completed_at=entry.at if entry.phase in lifecycle.TERMINAL else None,
+                pod_name=status.pod_name,
+            )
+        )
+        previous = entry.phase
+    return out
+
+
+def _result(raw: Sequence[bytes | int]) -> Result:
+    outcome, phase, seq, why = raw
+    phase_text = phase.decode() if isinstance(phase, bytes) else str(phase)
+    return Result(
+        Outcome(outcome.decode() if isinstance(outcome, bytes) else str(outcome)),
+        lifecycle.Phase(phase_text) if phase_text else None,
+        int(seq),
+        why.decode() if isinstance(why, bytes) else str(why),
+    )
+
+
+class Mirror:
+    """The mirror's operations over one Valkey connection."""
+
+    def __init__(
+        self,
+        conn: redis.asyncio.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        stream_maxlen: int = 100_000,
+        deleted_ttl_seconds: int = 86_400,
+    ) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.channel = f"{prefix}events"
+        self.stream = f"{prefix}events:stream"
+        self.stream_maxlen = stream_maxlen
+        self.deleted_ttl_seconds = deleted_ttl_seconds
+        # redis-py sends EVALSHA and, on NOSCRIPT (a restarted or flushed server), loads again.
+        self._transition = conn.register_script(TRANSITION_LUA)
+        self._delete = conn.register_script(DELETE_LUA)
+
+    def agent_key(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}agent:{namespace}/{name}"
+
+    def phase_key(self, phase: lifecycle.Phase) -> str:
+        return f"{self.prefix}phase:{phase}"
+
+    def _keys(self, agent: AgentRef) -> list[str]:
+        return [
+            self.agent_key(agent.namespace, agent.name),
+            self.stream,
+            *(self.phase_key(p) for p in PHASES),
+        ]
+
+    def _transition_args(self, agent: AgentRef, step: Step) -> list[str | int]:
+        fields = {
+            "namespace": agent.namespace,
+            "name": agent.name,
+            "taskId": agent.task_id,
+            "agentType": agent.agent_type,
+            "reason": step.reason,
+            "message": step.message,
+            "error": step.error,
+            "startedAt": _time(step.started_at),
+            "completedAt": _time(step.completed_at),
+            "podName": step.pod_name or "",
+            "updatedAt": _time(step.at),
+        }
+        return [
+            agent.uid,
+            step.seq,
+            step.from_ or "",
+            step.to,
+            self.channel,
+            self.stream_maxlen,
+            event(agent, step).to_json(),
+            agent.ref,
+            *(item for pair in fields.items() for item in pair),
+        ]
+
+    async def record(self, agent: AgentRef, step: Step) -> Result:
+        """Apply one transition: applied, duplicate (already there) or refused (and why)."""
+        raw = await self._transition(
+            keys=self._keys(agent), args=self._transition_args(agent, step)
+        )
+        return _result(raw)
+
+    async def record_many(self, items: Sequence[tuple[AgentRef, Step]]) -> list[Result]:
+        """Apply many transitions in one round trip; each is still its own atomic script."""
+        async with self.conn.pipeline(transaction=False) as pipe:
+            for agent, step in items:
+                await self._transition(
+                    keys=self._keys(agent), args=self._transition_args(agent, step), client=pipe
+                )
+            raws = await pipe.execute()
+        return [_result(raw) for raw in raws]
+
+    async def record_deleted(self, agent: AgentRef, last: Step, at: datetime.datetime) -> Result:
+        """Mark the record deleted, send ``agent.deleted``, leave the index, expire at the TTL."""
+        args: list[str | int] = [
+            agent.uid,
+            self.channel,
+            self.stream_maxlen,
+            deletion_event(agent, last, at).to_json(),
+            agent.ref,
+            self.deleted_ttl_seconds,
+            _time(at),
+        ]
+        return _result(await self._delete(keys=self._keys(agent), args=args))
+
+    async def get(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The agent's record, or None when there is none."""
+        raw = await self.conn.hgetall(self.agent_key(namespace, name))
+        if not raw:
+            return None
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
+        """``namespace/name`` of every live agent in ``phase``."""
+        return {_text(m) for m in await self.conn.smembers(self.phase_key(phase))}
+
+    async def resync(self, agent: AgentRef, status: models.AgentStatus) -> list[Result]:
+        """Bring the record up to ``status``: replay, in order and with their original
+        times, the transitions of ``status.history`` that the record lacks.
+
+        Nothing is lost when Valkey was down or wiped; transitions the record
+        already has are not sent again.
+        """
+        record = await self.get(agent.namespace, agent.name)
+        have = int(record["seq"]) if record and record.get("uid") == agent.uid else 0
+        missing = [step for step in steps(status) if step.seq > have]
+        return await self.record_many([(agent, step) for step in missing]) if missing else []
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

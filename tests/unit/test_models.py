@@ -94,4 +94,16 @@ def test_event_types_follow_phases() -> None:
 
 
 def test_api_version_is_group_and_version() -> None:
-    assert models.API_VERSION == f"{models.GROUP}/{models.VERSION}"
+    assert f"{models.GROUP}/{models.VERSION}" == models.API_VERSION
+
+
+def test_an_agent_names_itself_to_the_mirror() -> None:
+    from controller import mirror
+
+    agent = models.Agent.model_validate(
+        {
+            **yaml.safe_load(SAMPLE.read_text()),
+            "metadata": {"name": "w", "namespace": "team-a", "uid": "u-1"},
+        }
+    )
+    assert mirror.AgentRef.of(agent) == mirror.AgentRef("team-a", "w", "u-1", "TASK-1", "worker")

@@ -1,0 +1,453 @@
+"""The Valkey mirror against a real server: atomic, idempotent, ordered, complete after resync."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller import lifecycle, mirror, models
+from controller.lifecycle import Phase
+from tests.conftest import RestartableValkey
+
+T = TypeVar("T")
+T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=datetime.UTC)
+AGENT = mirror.AgentRef("team-a", "fix-login-bug", "uid-1", "TASK-1234", "worker")
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+LIFE = [
+    mirror.Step(1, None, Phase.SPAWNING, at(0), "Created", pod_name="fix-login-bug"),
+    mirror.Step(
+        2,
+        Phase.SPAWNING,
+        Phase.RUNNING,
+        at(1),
+        "Started",
+        started_at=at(1),
+        pod_name="fix-login-bug",
+    ),
+    mirror.Step(
+        3,
+        Phase.RUNNING,
+        Phase.COMPLETED,
+        at(5),
+        "Completed",
+        started_at=at(1),
+        completed_at=at(5),
+        pod_name="fix-login-bug",
+    ),
+]
+
+
+def run(coro: Callable[[mirror.Mirror], Awaitable[T]], url: str, **kwargs: Any) -> T:
+    async def main() -> T:
+        conn = redis.asyncio.Redis.from_url(url, **kwargs)
+        try:
+            return await coro(mirror.Mirror(conn))
+        finally:
+            await conn.aclose()
+
+    return asyncio.run(main())
+
+
+async def stream_events(m: mirror.Mirror) -> list[str]:
+    """The ``event`` field of every stream entry, oldest first."""
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await m.conn.xrange(m.stream))
+    return [fields[b"event"].decode() for _, fields in entries]
+
+
+def status_of(life: list[mirror.Step], message: str = "", error: str = "") -> models.AgentStatus:
+    last = life[-1]
+    return models.AgentStatus(
+        phase=last.to,
+        seq=last.seq,
+        reason=last.reason,
+        message=message,
+        error=error,
+        started_at=last.started_at,
+        completed_at=last.completed_at,
+        pod_name=last.pod_name,
+        history=[models.HistoryEntry(phase=s.to, at=s.at, reason=s.reason) for s in life],
+    )
+
+
+def test_a_scripted_life_reaches_subscriber_and_stream_identically(valkey_url: str) -> None:
+    async def scenario() -> tuple[list[str], list[str], dict[str, str] | None, list[set[str]]]:
+        conn = redis.asyncio.Redis.from_url(valkey_url)
+        pubsub = conn.pubsub()
+        await pubsub.subscribe(f"{mirror.DEFAULT_PREFIX}events")
+        await pubsub.get_message(timeout=1)
+        m = mirror.Mirror(conn)
+        for step in LIFE:
+            assert (await m.record(AGENT, step)).outcome is mirror.Outcome.APPLIED
+        received: list[str] = []
+        while len(received) < len(LIFE):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert message is not None, f"only {len(received)} events arrived"
+            received.append(message["data"].decode())
+        extra = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        assert extra is None, f"an event too many: {extra}"
+        phases = [await m.agents_in(p) for p in Phase]
+        result = (received, await stream_events(m), await m.get("team-a", "fix-login-bug"), phases)
+        await pubsub.aclose()
+        await conn.aclose()
+        return result
+
+    received, streamed, record, phases = asyncio.run(scenario())
+    assert received == streamed
+    events = [json.loads(e) for e in received]
+    assert [e["type"] for e in events] == ["agent.spawning", "agent.running", "agent.completed"]
+    assert [e["id"] for e in events] == ["uid-1-1", "uid-1-2", "uid-1-3"]
+    assert [e["time"] for e in events] == [
+        "2026-01-01T10:00:00.123Z",
+        "2026-01-01T10:00:01.123Z",
+        "2026-01-01T10:00:05.123Z",
+    ]
+    assert [(e["data"]["from"], e["data"]["to"]) for e in events] == [
+        (None, "Spawning"),
+        ("Spawning", "Running"),
+        ("Running", "Completed"),
+    ]
+    assert record == {
+        "uid": "uid-1",
+        "namespace": "team-a",
+        "name": "fix-login-bug",
+        "taskId": "TASK-1234",
+        "agentType": "worker",
+        "phase": "Completed",
+        "reason": "Completed",
+        "message": "",
+        "error": "",
+        "startedAt": "2026-01-01T10:00:01.123Z",
+        "completedAt": "2026-01-01T10:00:05.123Z",
+        "podName": "fix-login-bug",
+        "seq": "3",
+        "updatedAt": "2026-01-01T10:00:05.123Z",
+        "deleted": "0",
+    }
+    assert phases == [set(), set(), {"team-a/fix-login-bug"}, set(), set()]
+
+
+def test_every_event_is_a_cloudevents_structured_json_object(valkey_url: str) -> None:
+    async def scenario(m: mirror.Mirror) -> list[str]:
+        await m.record_many([(AGENT, step) for step in LIFE])
+        await m.record_deleted(AGENT, LIFE[-1], at(9))
+        return await stream_events(m)
+
+    required = {"specversion", "id", "source", "type", "time", "datacontenttype", "data"}
+    for raw in run(scenario, valkey_url):
+        event = json.loads(raw)
+        assert set(event) == required
+        assert event["specversion"] == "1.0"
+        assert event["datacontenttype"] == "application/json"
+        assert event["source"] == (
+            "/apis/orchestrator.mosaicstack.dev/v1alpha1/namespaces/team-a/agents/fix-login-bug"
+        )
+        assert event["type"] in {t.value for t in models.EventType}
+        assert models.parse_time(event["time"]).tzinfo is not None
+        assert set(event["data"]) == {
+            "namespace",
+            "name",
+            "uid",
+            "taskId",
+            "agentType",
+            "from",
+            "to",
+            "seq",
+            "reason",
+            "message",
+            "error",
+            "startedAt",
+            "completedAt",
+        }
+
+
+def test_a_retried_transition_is_a_no_op(valkey_url: str) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
+        results = [await m.record(AGENT, step) for step in (*LIFE[:2], LIFE[1], LIFE[0], LIFE[1])]
+        return results, await stream_events(m)
+
+    results, events = run(scenario, valkey_url)
+    assert [r.outcome for r in results] == [
+        "applied",
+        "applied",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+    ]
+    assert all(r.phase is Phase.RUNNING and r.seq == 2 for r in results[1:])
+    assert len(events) == 2
+
+
+@pytest.mark.parametrize(
+    ("step", "why"),
+    [
+        (
+            mirror.Step(3, Phase.RUNNING, Phase.COMPLETED, at(5), "Completed"),
+            "transition 3 arrived before 2",
+        ),
+        (
+            mirror.Step(2, Phase.SPAWNING, Phase.COMPLETED, at(5), "Completed"),
+            "illegal transition from Spawning to Completed",
+        ),
+        (
+            mirror.Step(2, Phase.RUNNING, Phase.KILLED, at(5), "Killed"),
+            "illegal transition from Spawning to Killed",
+        ),
+        (
+            mirror.Step(1, None, Phase.RUNNING, at(5), "Started"),
+            "transition 1 was already recorded as Spawning",
+        ),
+    ],
+    ids=["a gap in seq", "an illegal edge", "a wrong from phase", "a different first phase"],
+)
+def test_a_refused_transition_says_why_and_writes_nothing(
+    valkey_url: str, step: mirror.Step, why: str
+) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[mirror.Result, dict[str, str] | None, int]:
+        await m.record(AGENT, LIFE[0])
+        result = await m.record(AGENT, step)
+        return result, await m.get("team-a", "fix-login-bug"), len(await stream_events(m))
+
+    result, record, events = run(scenario, valkey_url)
+    assert (result.outcome, result.phase, result.seq, result.why) == (
+        "refused",
+        Phase.SPAWNING,
+        1,
+        why,
+    )
+    assert record is not None
+    assert (record["phase"], record["seq"]) == ("Spawning", "1")
+    assert events == 1
+
+
+def test_fifty_racing_writers_win_exactly_once_per_step(valkey_url: str) -> None:
+    rng = random.Random(7)
+
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[list[mirror.Result]], list[str], dict[str, str] | None]:
+        rounds = []
+        for seq, from_ in ((1, None), (2, Phase.SPAWNING), (3, Phase.RUNNING)):
+            attempts = [
+                mirror.Step(seq, from_, rng.choice(list(Phase)), at(seq), f"Writer{i}")
+                for i in range(50)
+            ]
+            # Fifty connections at once: the server runs one script at a time.
+            rounds.append(list(await asyncio.gather(*(m.record(AGENT, a) for a in attempts))))
+        return rounds, await stream_events(m), await m.get("team-a", "fix-login-bug")
+
+    rounds, events, record = run(scenario, valkey_url, max_connections=60)
+    phases: list[Phase | None] = [None]
+    for results in rounds:
+        applied = [r for r in results if r.outcome is mirror.Outcome.APPLIED]
+        assert len(applied) <= 1
+        if applied:
+            assert lifecycle.is_legal(phases[-1], applied[0].phase)  # type: ignore[arg-type]
+            phases.append(applied[0].phase)
+    decoded = [json.loads(e) for e in events]
+    assert len({e["id"] for e in decoded}) == len(decoded) == len(phases) - 1
+    assert [e["data"]["to"] for e in decoded] == phases[1:]
+    assert record is not None
+    assert record["phase"] == phases[-1]
+    assert int(record["seq"]) == len(phases) - 1
+
+
+def test_the_script_survives_script_flush_and_a_server_restart(
+    restartable_valkey: RestartableValkey,
+) -> None:
+    async def scenario() -> tuple[list[mirror.Result], dict[str, str] | None]:
+        conn = mirror.client(restartable_valkey.url)
+        m = mirror.Mirror(conn)
+        results = [await m.record(AGENT, LIFE[0])]
+        await conn.script_flush()
+        results.append(await m.record(AGENT, LIFE[1]))
+        restartable_valkey.stop()
+        restartable_valkey.start()
+        # The restarted server is empty: no scripts, no record. Resync rebuilds both.
+        results += await m.resync(AGENT, status_of(LIFE))
+        record = await m.get("team-a", "fix-login-bug")
+        await conn.aclose()
+        return results, record
+
+    results, record = asyncio.run(scenario())
+    assert [r.outcome for r in results] == ["applied"] * 5
+    assert record is not None
+    assert (record["phase"], record["seq"]) == ("Completed", "3")
+
+
+def test_resync_after_flushall_replays_missed_events_with_their_times(valkey_url: str) -> None:
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[mirror.Result], list[mirror.Result], list[str], dict[str, str] | None]:
+        await m.record_many([(AGENT, s) for s in LIFE[:2]])
+        await m.conn.flushall()
+        status = status_of(LIFE, error="")
+        rebuilt = await m.resync(AGENT, status)
+        again = await m.resync(AGENT, status)
+        return rebuilt, again, await stream_events(m), await m.get("team-a", "fix-login-bug")
+
+    rebuilt, again, events, record = run(scenario, valkey_url)
+    assert [r.outcome for r in rebuilt] == ["applied"] * 3
+    assert again == []
+    decoded = [json.loads(e) for e in events]
+    assert [e["time"] for e in decoded] == [models.format_time(s.at) for s in LIFE]
+    assert [e["id"] for e in decoded] == ["uid-1-1", "uid-1-2", "uid-1-3"]
+    assert record is not None
+    assert record["completedAt"] == "2026-01-01T10:00:05.123Z"
+
+
+def test_resync_sends_only_what_the_record_lacks(valkey_url: str) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
+        await m.record(AGENT, LIFE[0])
+        results = await m.resync(AGENT, status_of(LIFE, message="done", error=""))
+        return results, await stream_events(m)
+
+    results, events = run(scenario, valkey_url)
+    assert [r.seq for r in results] == [2, 3]
+    assert [json.loads(e)["data"]["seq"] for e in events] == [1, 2, 3]
+    assert json.loads(events[-1])["data"]["message"] == "done"
+
+
+def test_a_recreated_agent_starts_a_new_life(valkey_url: str) -> None:
+    reborn = mirror.AgentRef("team-a", "fix-login-bug", "uid-2", "TASK-1234", "worker")
+
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[mirror.Result], dict[str, str] | None, list[set[str]]]:
+        results = list(await m.record_many([(AGENT, s) for s in LIFE[:2]]))
+        results.append(await m.record(reborn, LIFE[1]))  # a new life cannot start mid-way
+        results.append(await m.record(reborn, LIFE[0]))
+        results.append(await m.record(AGENT, LIFE[2]))  # the old life is over
+        phases = [await m.agents_in(p) for p in Phase]
+        return results, await m.get("team-a", "fix-login-bug"), phases
+
+    results, record, phases = run(scenario, valkey_url)
+    assert [r.outcome for r in results] == ["applied", "applied", "refused", "applied", "refused"]
+    assert results[2].why == results[4].why == "the record belongs to another life of this agent"
+    assert record is not None
+    assert (record["uid"], record["seq"], record["phase"]) == (
+        "uid-2",
+        "1",
+        "Spawning",
+    )
+    assert phases == [{"team-a/fix-login-bug"}, set(), set(), set(), set()]
+
+
+def test_deletion_marks_the_record_sends_a_final_event_and_expires(valkey_url: str) -> None:
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[mirror.Result], dict[str, str] | None, int, list[str], set[str]]:
+        m.deleted_ttl_seconds = 60
+        other = mirror.AgentRef("team-a", "fix-login-bug", "uid-9", "TASK-1234", "worker")
+        results = [await m.record_deleted(AGENT, LIFE[0], at(1))]  # nothing recorded yet
+        results += await m.record_many([(AGENT, s) for s in LIFE[:2]])
+        results.append(await m.record_deleted(other, LIFE[1], at(2)))
+        results.append(await m.record_deleted(AGENT, LIFE[1], at(3)))
+        results.append(await m.record_deleted(AGENT, LIFE[1], at(3)))  # retried
+        results.append(await m.record(AGENT, LIFE[2]))  # nothing after deletion
+        ttl = await m.conn.ttl(m.agent_key("team-a", "fix-login-bug"))
+        return (
+            results,
+            await m.get("team-a", "fix-login-bug"),
+            ttl,
+            await stream_events(m),
+            await m.agents_in(Phase.RUNNING),
+        )
+
+    results, record, ttl, events, running = run(scenario, valkey_url)
+    assert [r.outcome for r in results] == [
+        "refused",
+        "applied",
+        "applied",
+        "refused",
+        "applied",
+        "duplicate",
+        "refused",
+    ]
+    assert results[0].why == "there is no record of this agent"
+    assert results[-1].why == "the agent is deleted"
+    assert record is not None
+    assert (record["deleted"], record["phase"]) == ("1", "Running")
+    assert 0 < ttl <= 60
+    assert running == set()
+    final = json.loads(events[-1])
+    assert (final["type"], final["id"], final["data"]["from"], final["data"]["to"]) == (
+        "agent.deleted",
+        "uid-1-deleted",
+        "Running",
+        "Deleted",
+    )
+    assert len(events) == 3
+
+
+def test_reads_of_missing_records_and_a_decoding_client(valkey_url: str) -> None:
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[dict[str, str] | None, mirror.Result, dict[str, str] | None]:
+        missing = await m.get("team-a", "nobody")
+        result = await m.record(AGENT, LIFE[0])
+        return missing, result, await m.get("team-a", "fix-login-bug")
+
+    missing, result, record = run(scenario, valkey_url, decode_responses=True)
+    assert missing is None
+    assert (result.outcome, result.phase, result.seq) == ("applied", Phase.SPAWNING, 1)
+    assert record is not None
+    assert record["phase"] == "Spawning"
+
+
+def test_steps_rebuild_a_life_from_status() -> None:
+    rebuilt = mirror.steps(status_of(LIFE, message="all green"))
+    assert [(s.seq, s.from_, s.to, s.at) for s in rebuilt] == [
+        (s.seq, s.from_, s.to, s.at) for s in LIFE
+    ]
+    assert [s.started_at for s in rebuilt] == [None, at(1), at(1)]
+    assert [s.completed_at for s in rebuilt] == [None, None, at(5)]
+    assert [s.message for s in rebuilt] == ["", "", "all green"]
+
+
+# --- property: any sequence of attempts leaves a legal record and one event per applied step ---
+
+attempts = st.lists(
+    st.tuples(st.integers(1, 4), st.sampled_from([None, *Phase]), st.sampled_from(list(Phase))),
+    max_size=15,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(attempts=attempts)
+def test_any_attempts_leave_only_legal_history(
+    valkey_url: str, attempts: list[tuple[int, Phase | None, Phase]]
+) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
+        await m.conn.flushdb()
+        results = [
+            await m.record(AGENT, mirror.Step(seq, from_, to, at(seq), "Test"))
+            for seq, from_, to in attempts
+        ]
+        return results, await stream_events(m)
+
+    results, events = run(scenario, valkey_url)
+    applied = [r for r in results if r.outcome is mirror.Outcome.APPLIED]
+    assert len(events) == len(applied)
+    phase: Phase | None = None
+    for seq, result in enumerate(applied, start=1):
+        assert result.seq == seq
+        assert result.phase is not None
+        assert lifecycle.is_legal(phase, result.phase)
+        phase = result.phase
+    assert [json.loads(e)["data"]["to"] for e in events] == [r.phase for r in applied]
