@@ -56,11 +56,17 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.endpoints.kubeconfig)}
 
-    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
-        """Run the real kubectl against this cluster; return stdout, fail with stderr."""
-        result = subprocess.run(
+    def kubectl_result(
+        self, *args: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster."""
+        return subprocess.run(
             [KUBECTL, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
         )
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        """Run the real kubectl against this cluster; return stdout, fail with stderr."""
+        result = self.kubectl_result(*args, stdin=stdin)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
@@ -81,6 +87,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(localcluster.up(layout, start_valkey=False))
     finally:
         localcluster.down(layout)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    """The cluster with crds/*.yaml applied (server-side, so re-applying is a no-op)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds")
+    )
+    return cluster
 
 
 @pytest.fixture
