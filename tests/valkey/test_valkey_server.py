@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import redis
 
 from controller import mirror
 from localcluster import procs
+from localcluster import valkey as localvalkey
 from tests.conftest import RestartableValkey
 
 
@@ -82,3 +84,26 @@ def test_an_unreachable_server_is_a_clear_bounded_error() -> None:
     message = str(caught.value)
     assert message.startswith("cannot reach Valkey at redis://:***@127.0.0.1:")
     assert "hunter2" not in message
+
+
+def test_a_password_in_the_url_authenticates_and_a_wrong_one_is_named(tmp_path: Path) -> None:
+    proc, url = localvalkey.start(tmp_path, password="s3cret-pass")
+    wrong = url.replace("s3cret-pass", "guess")
+
+    async def probe(target: str) -> mirror.ServerInfo:
+        conn = mirror.client(target, attempts=1)
+        try:
+            return await mirror.server_info(conn, target)
+        finally:
+            await conn.aclose()
+
+    try:
+        assert asyncio.run(probe(url)).server == "valkey"
+        with pytest.raises(mirror.ValkeyUnavailable) as caught:
+            asyncio.run(probe(wrong))
+    finally:
+        procs.stop(proc)
+    message = str(caught.value)
+    assert message.startswith("cannot reach Valkey at redis://:***@127.0.0.1:")
+    assert "guess" not in message
+    assert "invalid username-password" in message.lower() or "wrongpass" in message.lower()
