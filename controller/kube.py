@@ -1,19 +1,55 @@
 """The one module that talks to the Kubernetes API directly.
 
-Credentials come from ``KUBECONFIG`` (or ``~/.kube/config``) and, inside a
-cluster, from the Pod's service account, in that order of preference.
+Credentials are resolved by the ``kubernetes`` library (the kubeconfig named
+by ``KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account,
+refreshing tokens as it does); requests go through aiohttp (which kopf already
+uses), asynchronously, as plain dictionaries. Errors come back as ``ApiError``
+with the API server's own sentence, and as ``NotFound`` / ``Conflict`` /
+``Invalid`` for the cases the reconciler treats specially.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import json
+import ssl
+import uuid
 from dataclasses import dataclass
+from typing import Any, Final
 
+import aiohttp
 import kubernetes
-import urllib3
+
+from controller import models
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+COMPONENT: Final = "agent-lifecycle-operator"
+AGENTS: Final = f"/apis/{models.API_VERSION}"
 
 
 class KubernetesUnavailable(RuntimeError):
     """No credentials, or the API server does not answer; the message says which."""
+
+
+class ApiError(RuntimeError):
+    """The API server answered with an error; ``str()`` is its sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """A write lost a race (resourceVersion changed) or the object already exists."""
+
+
+class Invalid(ApiError):
+    """The API server refused the object as invalid (HTTP 400/422)."""
 
 
 @dataclass(frozen=True)
@@ -24,27 +60,177 @@ class ServerInfo:
 
 def load_config(kubeconfig: str | None) -> kubernetes.client.Configuration:
     """The kubeconfig (``KUBECONFIG``, else ``~/.kube/config``), then in-cluster credentials."""
+    config = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_kube_config(config_file=kubeconfig or None)
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig or None, client_configuration=config
+        )
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError) as kube_exc:
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config(client_configuration=config)
         except kubernetes.config.ConfigException:
             raise KubernetesUnavailable(
                 f"no Kubernetes credentials: no usable kubeconfig ({kube_exc}) "
                 "and not running in a cluster"
             ) from None
-    config: kubernetes.client.Configuration = kubernetes.client.Configuration.get_default_copy()
     return config
 
 
-def server_info(config: kubernetes.client.Configuration) -> ServerInfo:
-    """Ask the API server for its version: proves the address and credentials work."""
+def _error(status: int, text: str) -> ApiError:
     try:
-        with kubernetes.client.ApiClient(config) as api:
-            code = kubernetes.client.VersionApi(api).get_code(_request_timeout=10)
-    except (urllib3.exceptions.HTTPError, kubernetes.client.ApiException, OSError) as exc:
-        raise KubernetesUnavailable(
-            f"cannot reach the Kubernetes API at {config.host}: {exc}"
-        ) from None
-    return ServerInfo(host=str(config.host), version=str(code.git_version))
+        message = str(json.loads(text).get("message") or text)
+    except (ValueError, AttributeError):
+        message = text
+    kind = {404: NotFound, 409: Conflict, 400: Invalid, 422: Invalid}.get(status, ApiError)
+    return kind(status, message)
+
+
+class Kube:
+    """An async client of the API server for what the operator reads and writes."""
+
+    def __init__(self, config: kubernetes.client.Configuration) -> None:
+        self.config = config
+        self.host = str(config.host).rstrip("/")
+        if config.verify_ssl:
+            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+        else:  # pragma: no cover - only for kubeconfigs that say insecure-skip-tls-verify
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        self._ssl = context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        if self.config.refresh_api_key_hook is not None:  # pragma: no cover - exec/OIDC plugins
+            self.config.refresh_api_key_hook(self.config)
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        token = self.config.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        try:
+            async with self._session.request(
+                method,
+                self.host + path,
+                data=json.dumps(body) if body is not None else None,
+                headers=self._headers(content_type),
+                params=params,
+            ) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise _error(response.status, text)
+                result: dict[str, Any] = json.loads(text) if text else {}
+                return result
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubernetesUnavailable(
+                f"cannot reach the Kubernetes API at {self.host}: {exc}"
+            ) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def server_info(self) -> ServerInfo:
+        """Ask the API server for its version: proves the address and credentials work."""
+        version = await self.request("GET", "/version")
+        return ServerInfo(host=self.host, version=str(version.get("gitVersion", "?")))
+
+    # --- agents ---
+
+    @staticmethod
+    def agent_path(namespace: str, name: str) -> str:
+        return f"{AGENTS}/namespaces/{namespace}/agents/{name}"
+
+    async def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self.agent_path(namespace, name))
+        except NotFound:
+            return None
+
+    async def write_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the status if the Agent is still at ``resource_version`` (else ``Conflict``)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        path = self.agent_path(namespace, name) + "/status"
+        return await self.request("PATCH", path, body, MERGE_PATCH)
+
+    async def write_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
+        return await self.request("PATCH", self.agent_path(namespace, name), body, MERGE_PATCH)
+
+    # --- pods ---
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except NotFound:
+            return None
+
+    async def create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        namespace = pod["metadata"]["namespace"]
+        return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int, uid: str) -> None:
+        """Delete the Pod with that uid (a newer Pod of the same name is left alone)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": grace_seconds,
+            "preconditions": {"uid": uid},
+        }
+        # NotFound: gone already; Conflict: another Pod of that name by now.
+        with contextlib.suppress(NotFound, Conflict):
+            await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
+
+    # --- events ---
+
+    async def post_event(self, agent: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the Agent, for `kubectl describe agent`."""
+        meta = agent["metadata"]
+        now = models.format_time(datetime.datetime.now(datetime.UTC))
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": models.API_VERSION,
+                "kind": "Agent",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)

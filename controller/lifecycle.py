@@ -26,6 +26,7 @@ Rules, in order of precedence:
 - a workload that ended before the kill reached it ended on its own: that
   outcome is recorded, and the kill is refused (the first outcome wins);
 - a Pod that vanished without being asked to is Failed/WorkloadLost;
+- a Pod the API server refuses to make fails the agent (InvalidTemplate);
 - the spawn timeout and the active deadline are checked against ``now``.
 """
 
@@ -225,11 +226,14 @@ def decide(
     limits: Limits = Limits(),
     kill: Kill | None = None,
     pod_made: bool = False,
+    pod_refused: str | None = None,
 ) -> Decision:
     """The transitions to record and the action to take; see the module docstring.
 
     ``pod_made`` says whether a Pod was ever made for this life (``status.podName``):
     an absent workload then means it was lost, not that it is yet to be made.
+    ``pod_refused`` is the API server's sentence when it refused to make the Pod:
+    the agent fails with InvalidTemplate instead of trying again.
     """
     transitions: list[Transition] = []
     state = workload.state
@@ -276,6 +280,10 @@ def decide(
     if state is WorkloadState.ABSENT and (pod_made or life.phase is Phase.RUNNING):
         error = f"the Pod disappeared while the agent was {life.phase}"
         life = record(Transition(Phase.FAILED, now, Reason.WORKLOAD_LOST, error=error))
+        return done()
+
+    if pod_refused is not None and state is WorkloadState.ABSENT:
+        life = record(Transition(Phase.FAILED, now, Reason.INVALID_TEMPLATE, error=pod_refused))
         return done()
 
     timer = _timer(life, limits)
@@ -325,7 +333,8 @@ def _terminal_refusals(phase: Phase, workload: Workload, kill: Kill | None) -> t
                 "which is final; the outcome is dropped",
             )
         )
-    if kill is not None and phase is not Phase.KILLED:
+    # Deleting a finished agent is routine, not a kill that lost a race.
+    if kill is not None and phase is not Phase.KILLED and kill.reason != Reason.AGENT_DELETED:
         refusals.append(Refusal(phase, Phase.KILLED, _kill_lost(phase, kill)))
     return tuple(refusals)
 

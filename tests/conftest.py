@@ -109,6 +109,19 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         what=f"the default ServiceAccount of {name}",
     )
     yield name
+    # Agents left behind keep our finalizer, and no operator runs any more: release them
+    # (the documented escape for an Agent whose operator is gone) so the namespace can go.
+    for agent in cluster.kubectl("get", "agents", "-n", name, "-o", "name", check=False).split():
+        cluster.kubectl(
+            "patch",
+            agent,
+            "-n",
+            name,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -198,28 +211,56 @@ class Operator:
         return self.process.returncode
 
 
-_OPERATOR_LOG = pytest.StashKey[Path]()
+_OPERATOR_LOGS = pytest.StashKey[list[Path]]()
+
+
+class Operators:
+    """Starts operator processes for one test; stops every one of them at its end."""
+
+    def __init__(self, request: pytest.FixtureRequest, cluster: Cluster, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.tmp_path = tmp_path
+        self.running: list[Operator] = []
+        self.logs = request.node.stash.setdefault(_OPERATOR_LOGS, [])
+
+    def start(self, valkey_url: str, namespace: str | None = None, ready: bool = True) -> Operator:
+        log_path = self.tmp_path / f"operator-{len(self.logs) + 1}.log"
+        self.logs.append(log_path)
+        env = {**self.cluster.env, "VALKEY_URL": valkey_url}
+        if namespace:
+            env["WATCH_NAMESPACES"] = namespace
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "controller", "run"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        running = Operator(process, log_path)
+        self.running.append(running)
+        if ready:
+            running.wait_for_log("ready; watching agents")
+        return running
+
+    def stop_all(self) -> None:
+        for running in self.running:
+            running.stop()
 
 
 @pytest.fixture
-def operator(
-    request: pytest.FixtureRequest, cluster: Cluster, valkey_url: str, tmp_path: Path
-) -> Iterator[Operator]:
-    log_path = tmp_path / "operator.log"
-    request.node.stash[_OPERATOR_LOG] = log_path
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run"],
-            env={**cluster.env, "VALKEY_URL": valkey_url},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-    running = Operator(process, log_path)
+def operators(request: pytest.FixtureRequest, crds: Cluster, tmp_path: Path) -> Iterator[Operators]:
+    factory = Operators(request, crds, tmp_path)
     try:
-        yield running
+        yield factory
     finally:
-        running.stop()
+        factory.stop_all()
+
+
+@pytest.fixture
+def operator(operators: Operators, valkey_url: str, namespace: str) -> Operator:
+    """One operator, watching this test's namespace, mirroring into the test's Valkey."""
+    return operators.start(valkey_url, namespace)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -227,7 +268,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    log_path = item.stash.get(_OPERATOR_LOG, None)
-    if log_path is not None and report.failed and log_path.exists():
-        report.sections.append(("operator log", log_path.read_text(errors="replace")))
+    if report.failed:
+        for log_path in item.stash.get(_OPERATOR_LOGS, []):
+            if log_path.exists():
+                report.sections.append(
+                    (f"{log_path.stem} log", log_path.read_text(errors="replace"))
+                )
     return report

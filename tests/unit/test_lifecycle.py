@@ -128,6 +128,7 @@ class Case:
     limits: Limits = dataclasses.field(default_factory=Limits)
     error: str = ""
     refused: list[Phase] = dataclasses.field(default_factory=list)
+    pod_refused: str | None = None
     recheck_at: datetime.datetime | None = None
 
 
@@ -301,6 +302,29 @@ CASES = {
     "a Completed agent cannot be killed": Case(
         COMPLETED, SUCCEEDED_POD, at(10), [], Action.NONE, kill=KILL, refused=[Phase.KILLED]
     ),
+    "a template the API server refuses fails the agent": Case(
+        SPAWNING,
+        lifecycle.NO_POD,
+        at(1),
+        [(Phase.FAILED, at(1), "InvalidTemplate")],
+        Action.NONE,
+        pod_made=False,
+        pod_refused="Pod is invalid: spec.containers[0].image: Required value",
+        error="Pod is invalid: spec.containers[0].image: Required value",
+    ),
+    "a refused template of an agent being killed is moot": Case(
+        SPAWNING,
+        lifecycle.NO_POD,
+        at(1),
+        [(Phase.KILLED, at(1), "Killed")],
+        Action.NONE,
+        pod_made=False,
+        kill=KILL,
+        pod_refused="Pod is invalid",
+    ),
+    "deleting a finished agent refuses nothing": Case(
+        COMPLETED, SUCCEEDED_POD, at(10), [], Action.NONE, kill=Kill(Reason.AGENT_DELETED)
+    ),
     "a Killed agent asked to die again has nothing to refuse": Case(
         KILLED, lifecycle.NO_POD, at(10), [], Action.NONE, kill=KILL
     ),
@@ -310,7 +334,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_decide(case: Case) -> None:
     decision = lifecycle.decide(
-        case.life, case.workload, case.now, case.limits, case.kill, case.pod_made
+        case.life, case.workload, case.now, case.limits, case.kill, case.pod_made, case.pod_refused
     )
     assert [(t.to, t.at, t.reason) for t in decision.transitions] == case.phases
     assert decision.action is case.action

@@ -1,0 +1,53 @@
+"""kopf registrations only: every watch event becomes a key on the reconciler's queue.
+
+``on.event`` handlers store nothing on the objects (no diff-base annotation,
+no finalizer of kopf's own), so the operator writes only the Agents' status,
+our one finalizer, and the Pods it owns: GitOps tools see no drift. kopf's
+initial listing delivers every existing Agent, so a restarted operator
+reconciles (and resyncs the mirror of) each of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import kubernetes
+
+from controller import models, reconciler, workload
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    work: reconciler.Reconciler,
+    config: kubernetes.client.Configuration,
+) -> None:
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Transition events are ours to post; kopf's own log lines would flood `describe`.
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as controller.kube: one resolution for both clients.
+        token = config.get_api_key_with_prefix("authorization") or ""
+        return kopf.ConnectionInfo(
+            server=str(config.host),
+            ca_path=config.ssl_ca_cert,
+            insecure=not config.verify_ssl,
+            certificate_path=config.cert_file,
+            private_key_path=config.key_file,
+            token=token.removeprefix("Bearer ") or None,
+        )
+
+    @kopf.on.event(models.GROUP, models.VERSION, "agents", registry=registry)
+    def on_agent_event(namespace: str | None, name: str, **_: Any) -> None:
+        work.enqueue(f"{namespace}/{name}")
+
+    @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
+    def on_pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        for owner in body.metadata.get("ownerReferences", []):
+            if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
+                work.enqueue(f"{namespace}/{owner['name']}")

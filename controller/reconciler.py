@@ -1,0 +1,344 @@
+"""Level-triggered reconciliation of Agents: read, decide, write once per transition, act.
+
+Every signal about an agent (its own watch events, its Pod's, a timeout coming
+due, a failure to retry) only puts ``namespace/name`` on a work queue. A
+worker then reads the Agent and its Pod afresh, asks the phase machine, and
+carries the decision out in this order, per transition:
+
+1. the Agent's status (the source of truth), written with the resourceVersion
+   the decision was made on, so a concurrent change makes it fail (Conflict)
+   and the agent is simply decided again;
+2. the Valkey mirror (if Valkey is down the status stays; the key is retried
+   with backoff, and ``resync`` replays what the mirror missed);
+3. a Kubernetes Event on the Agent.
+
+Then the action on the Pod (create, stop with the grace period, remove) and,
+for an Agent being deleted, the mirror's final ``agent.deleted`` and the
+removal of our finalizer. The queue holds each key once, and a key is never
+worked on by two workers at a time (as client-go's workqueue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import pydantic
+import redis.exceptions
+
+from controller import kube, lifecycle, mirror, models, status, workload
+
+log = logging.getLogger(__name__)
+
+FINALIZER: Final = f"{models.GROUP}/finalizer"
+RETRY_BASE: Final = 0.5
+RETRY_CAP: Final = 30.0
+INVALID_SPEC: Final = "InvalidSpec"
+VALKEY_UNREACHABLE: Final = "ValkeyUnreachable"
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Retry(Exception):
+    """The key must be worked on again after a backoff; the message says why."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: kube.Kube,
+        mirror_: mirror.Mirror,
+        workers: int = 16,
+        clock: Callable[[], datetime.datetime] = utcnow,
+    ) -> None:
+        self.kube = api
+        self.mirror = mirror_
+        self.workers = workers
+        self.clock = clock
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._dirty: set[str] = set()
+        self._busy: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._failures: dict[str, int] = {}
+        self._in_sync: set[str] = set()  # keys whose mirror has been resynced by this process
+        self._warned: dict[str, set[str]] = {}
+
+    # --- the queue ---
+
+    def enqueue(self, key: str) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._busy:
+            self._queue.put_nowait(key)
+
+    def _enqueue_at(self, key: str, when: datetime.datetime) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (when - self.clock()).total_seconds())
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._timers[key] = loop.call_later(delay, self.enqueue, key)
+
+    def _forget(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._failures.pop(key, None)
+        self._in_sync.discard(key)
+        self._warned.pop(key, None)
+
+    async def run(self) -> None:
+        """Work the queue with ``workers`` coroutines until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.workers):
+                group.create_task(self._work())
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._dirty.discard(key)
+            self._busy.add(key)
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except kube.Conflict:
+                self.enqueue(key)  # decided on a stale read: decide again at once
+            except (
+                Retry,
+                kube.ApiError,
+                kube.KubernetesUnavailable,
+                redis.exceptions.RedisError,
+            ) as exc:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (failures - 1))
+                log.warning("%s: %s; trying again in %.1f s", key, exc, delay)
+                self._enqueue_at(key, self.clock() + datetime.timedelta(seconds=delay))
+            except Exception:  # pragma: no cover - a bug: log it, keep the operator alive
+                log.exception("%s: reconcile failed", key)
+            finally:
+                self._busy.discard(key)
+                if key in self._dirty:
+                    self._queue.put_nowait(key)
+
+    # --- one agent ---
+
+    async def reconcile(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        body = await self.kube.get_agent(namespace, name)
+        if body is None:
+            self._forget(key)
+            return
+        try:
+            agent = models.Agent.model_validate(body)
+        except pydantic.ValidationError as exc:
+            await self._warn_once(body, INVALID_SPEC, f"the operator cannot read this Agent: {exc}")
+            return
+        deleting = agent.metadata.deletion_timestamp is not None
+        finalizers = list(body["metadata"].get("finalizers", []))
+        if deleting and FINALIZER not in finalizers:
+            return  # not ours to finish
+        # Valkey being down never holds the agent back: the mirror catches up later.
+        mirrored = key in self._in_sync or await self._resync(body, agent)
+        if not deleting and FINALIZER not in finalizers:
+            body = await self.kube.write_finalizers(
+                namespace, name, agent.metadata.resource_version, [*finalizers, FINALIZER]
+            )
+            agent = models.Agent.model_validate(body)
+
+        pod_name = workload.pod_name(agent)
+        pod = await self.kube.get_pod(namespace, pod_name)
+        if pod is not None and _owner_uid(pod) != agent.metadata.uid:
+            pod = None  # a Pod of that name that is not this agent's: never ours to judge
+        decision = self._decide(agent, pod)
+        body, agent, mirrored = await self._record(body, agent, decision.transitions, mirrored)
+        for refusal in decision.refusals:
+            await self._warn_once(body, "TransitionRefused", refusal.sentence)
+
+        action = decision.action
+        if action is lifecycle.Action.CREATE:
+            body, agent, mirrored = await self._create_pod(body, agent, mirrored)
+        elif action in (lifecycle.Action.STOP, lifecycle.Action.REMOVE) and pod is not None:
+            grace = agent.spec.kill_grace_period_seconds if action is lifecycle.Action.STOP else 0
+            await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
+        if decision.recheck_at is not None:
+            self._enqueue_at(key, decision.recheck_at)
+
+        if not mirrored:
+            raise Retry("the mirror is behind: Valkey is unreachable")
+        if deleting and agent.status.phase in lifecycle.TERMINAL:
+            await self._finish_deletion(body, agent)
+
+    def _decide(
+        self, agent: models.Agent, pod: dict[str, Any] | None, pod_refused: str | None = None
+    ) -> lifecycle.Decision:
+        spec = agent.spec
+        limits = lifecycle.Limits(
+            spawn_timeout=datetime.timedelta(seconds=spec.spawn_timeout_seconds),
+            active_deadline=(
+                datetime.timedelta(seconds=spec.active_deadline_seconds)
+                if spec.active_deadline_seconds is not None
+                else None
+            ),
+            kill_grace_seconds=spec.kill_grace_period_seconds,
+        )
+        return lifecycle.decide(
+            agent.status.life(),
+            workload.observe(pod),
+            self.clock(),
+            limits,
+            _kill(agent),
+            pod_made=agent.status.pod_name is not None,
+            pod_refused=pod_refused,
+        )
+
+    async def _record(
+        self,
+        body: dict[str, Any],
+        agent: models.Agent,
+        transitions: tuple[lifecycle.Transition, ...],
+        mirrored: bool,
+    ) -> tuple[dict[str, Any], models.Agent, bool]:
+        """Status, then mirror, then Event, for each transition in order.
+
+        ``mirrored`` False means Valkey already failed in this pass: the mirror
+        is skipped (resync will replay it) rather than waited on again.
+        """
+        ref = mirror.AgentRef.of(agent)
+        for transition in transitions:
+            before = agent.status
+            life = before.life().advance(transition)
+            after = status.after(before, transition, life, agent.metadata.generation, self.clock())
+            body = await self.kube.write_status(
+                agent.metadata.namespace,
+                agent.metadata.name,
+                agent.metadata.resource_version,
+                _dump(after),
+            )
+            agent = models.Agent.model_validate(body)
+            step = mirror.Step(
+                seq=life.seq,
+                from_=before.phase,
+                to=transition.to,
+                at=transition.at,
+                reason=transition.reason,
+                message=transition.message,
+                error=transition.error,
+                started_at=life.started_at,
+                completed_at=life.completed_at,
+                pod_name=after.pod_name,
+            )
+            mirrored = mirrored and await self._mirror(body, ref, step)
+            kind = "Warning" if transition.to is lifecycle.Phase.FAILED else "Normal"
+            sentence = transition.error or transition.message or transition.reason
+            await self.kube.post_event(body, kind, transition.to, sentence)
+        return body, agent, mirrored
+
+    async def _mirror(self, body: dict[str, Any], ref: mirror.AgentRef, step: mirror.Step) -> bool:
+        """Record one step in Valkey; False (and a Warning once) when Valkey cannot be reached."""
+        key = f"{ref.namespace}/{ref.name}"
+        try:
+            result = await self.mirror.record(ref, step)
+        except redis.exceptions.RedisError as exc:
+            self._in_sync.discard(key)  # resync replays what is missed, once Valkey is back
+            await self._warn_once(body, VALKEY_UNREACHABLE, f"Valkey is unreachable: {exc}")
+            return False
+        if result.outcome is mirror.Outcome.REFUSED:
+            # The record is behind or from another life: bring it up to the status.
+            self._in_sync.discard(key)
+            log.info("%s: mirror refused seq %s (%s); resyncing", key, step.seq, result.why)
+        return True
+
+    async def _resync(self, body: dict[str, Any], agent: models.Agent) -> bool:
+        """Bring the mirror up to the status; False (and a Warning once) if Valkey is down."""
+        ref = mirror.AgentRef.of(agent)
+        try:
+            await self.mirror.resync(ref, agent.status)
+        except redis.exceptions.RedisError as exc:
+            await self._warn_once(body, VALKEY_UNREACHABLE, f"Valkey is unreachable: {exc}")
+            return False
+        self._in_sync.add(ref.ref)
+        return True
+
+    async def _create_pod(
+        self, body: dict[str, Any], agent: models.Agent, mirrored: bool
+    ) -> tuple[dict[str, Any], models.Agent, bool]:
+        try:
+            await self.kube.create_pod(workload.render(agent))
+        except kube.Invalid as exc:
+            decision = self._decide(agent, None, pod_refused=str(exc))
+            await self._warn_once(body, lifecycle.Reason.INVALID_TEMPLATE, str(exc))
+            return await self._record(body, agent, decision.transitions, mirrored)
+        except kube.Conflict:
+            pass  # made by an earlier try whose status write was lost: it is ours all the same
+        # The Pod exists: from now on, its absence means it was lost.
+        made = agent.status.model_copy(update={"pod_name": workload.pod_name(agent)})
+        body = await self.kube.write_status(
+            agent.metadata.namespace,
+            agent.metadata.name,
+            agent.metadata.resource_version,
+            _dump(made),
+        )
+        return body, models.Agent.model_validate(body), mirrored
+
+    async def _finish_deletion(self, body: dict[str, Any], agent: models.Agent) -> None:
+        """The final event, then let the Agent go (Valkey down: wait, and say so)."""
+        ref = mirror.AgentRef.of(agent)
+        steps = mirror.steps(agent.status)
+        try:
+            # A Valkey that came back empty must first learn the life it is to close.
+            await self.mirror.resync(ref, agent.status)
+            result = await self.mirror.record_deleted(ref, steps[-1], self.clock())
+        except redis.exceptions.RedisError as exc:
+            await self._warn_once(
+                body, VALKEY_UNREACHABLE, f"deletion waits for Valkey, which is unreachable: {exc}"
+            )
+            raise Retry("deletion waits for Valkey") from None
+        if result.outcome is mirror.Outcome.REFUSED:
+            raise Retry(f"the mirror refused the deletion: {result.why}")
+        finalizers = [f for f in body["metadata"].get("finalizers", []) if f != FINALIZER]
+        with contextlib.suppress(kube.NotFound):
+            await self.kube.write_finalizers(
+                agent.metadata.namespace,
+                agent.metadata.name,
+                agent.metadata.resource_version,
+                finalizers,
+            )
+        self._forget(ref.ref)
+
+    async def _warn_once(self, body: dict[str, Any], reason: str, message: str) -> None:
+        """A Warning event, not repeated for the same sentence while the operator runs."""
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        said = self._warned.setdefault(key, set())
+        if message in said:
+            return
+        said.add(message)
+        log.warning("%s: %s: %s", key, reason, message)
+        await self.kube.post_event(body, "Warning", reason, message)
+
+
+def _kill(agent: models.Agent) -> lifecycle.Kill | None:
+    if agent.metadata.deletion_timestamp is not None:
+        return lifecycle.Kill(lifecycle.Reason.AGENT_DELETED, "the Agent was deleted")
+    if agent.spec.desired_phase is models.DesiredPhase.KILLED:
+        return lifecycle.Kill(lifecycle.Reason.KILLED, agent.spec.kill_reason)
+    return None
+
+
+def _owner_uid(pod: dict[str, Any]) -> str | None:
+    labels = pod.get("metadata", {}).get("labels") or {}
+    uid = labels.get(workload.LABEL_AGENT_UID)
+    return str(uid) if uid is not None else None
+
+
+def _dump(status_: models.AgentStatus) -> dict[str, Any]:
+    dumped: dict[str, Any] = status_.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dumped
