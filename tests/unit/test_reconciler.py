@@ -1,0 +1,345 @@
+"""The reconciler's race and fault paths, against fakes of our own Kube and Mirror interfaces.
+
+The e2e tier runs the same code against the real cluster and Valkey; these
+tests reach what a real cluster rarely does on cue: a write that loses a race,
+a Valkey that fails in the middle of a pass, a record from another life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+from typing import Any, cast
+
+import pytest
+import redis.exceptions
+
+from controller import kube, lifecycle, mirror, models, reconciler
+
+NOW = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
+KEY = "team-a/worker"
+
+
+def agent_body(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": "Agent",
+        "metadata": {
+            "name": "worker",
+            "namespace": "team-a",
+            "uid": "uid-1",
+            "generation": 1,
+            "resourceVersion": "1",
+            "finalizers": [reconciler.FINALIZER],
+        },
+        "spec": {
+            "taskId": "T-1",
+            "template": {"spec": {"containers": [{"name": "a", "image": "i"}]}},
+            **spec,
+        },
+    }
+
+
+class FakeKube:
+    """The API server as the reconciler sees it: one Agent, its Pod, and the Events."""
+
+    def __init__(self, body: dict[str, Any] | None) -> None:
+        self.body = body
+        self.pod: dict[str, Any] | None = None
+        self.events: list[tuple[str, str, str]] = []
+        self.conflicts = 0  # status writes to refuse as stale
+        self.create_error: kube.ApiError | None = None
+        self.deleted: list[tuple[str, int]] = []
+
+    def _bump(self) -> dict[str, Any]:
+        assert self.body is not None
+        meta = self.body["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return copy.deepcopy(self.body)
+
+    async def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.body)
+
+    async def write_status(
+        self, namespace: str, name: str, rv: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        assert self.body is not None
+        if self.conflicts or rv != self.body["metadata"]["resourceVersion"]:
+            self.conflicts = max(0, self.conflicts - 1)
+            raise kube.Conflict(409, "the object has been modified")
+        self.body["status"] = {**self.body.get("status", {}), **status}
+        return self._bump()
+
+    async def write_finalizers(
+        self, namespace: str, name: str, rv: str, finalizers: list[str]
+    ) -> dict[str, Any]:
+        assert self.body is not None
+        self.body["metadata"]["finalizers"] = finalizers
+        return self._bump()
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.pod)
+
+    async def create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        if self.create_error is not None:
+            raise self.create_error
+        self.pod = {**pod, "status": {"phase": "Pending"}}
+        self.pod["metadata"]["uid"] = "pod-uid"
+        return pod
+
+    async def delete_pod(self, namespace: str, name: str, grace: int, uid: str) -> None:
+        self.deleted.append((name, grace))
+
+    async def post_event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+
+class FakeMirror:
+    """The mirror's interface, with faults on demand."""
+
+    def __init__(self) -> None:
+        self.steps: list[mirror.Step] = []
+        self.resyncs = 0
+        self.fail_record = False
+        self.refuse_record = False
+        self.deleted: list[str] = []
+        self.refuse_delete = False
+
+    async def resync(
+        self, agent: mirror.AgentRef, status: models.AgentStatus
+    ) -> list[mirror.Result]:
+        self.resyncs += 1
+        return []
+
+    async def record(self, agent: mirror.AgentRef, step: mirror.Step) -> mirror.Result:
+        if self.fail_record:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        if self.refuse_record:
+            return mirror.Result(mirror.Outcome.REFUSED, None, 0, "transition 2 arrived before 1")
+        self.steps.append(step)
+        return mirror.Result(mirror.Outcome.APPLIED, step.to, step.seq)
+
+    async def record_deleted(
+        self, agent: mirror.AgentRef, last: mirror.Step, at: datetime.datetime
+    ) -> mirror.Result:
+        if self.refuse_delete:
+            return mirror.Result(
+                mirror.Outcome.REFUSED, None, 0, "there is no record of this agent"
+            )
+        self.deleted.append(agent.ref)
+        return mirror.Result(mirror.Outcome.APPLIED, last.to, last.seq)
+
+
+def make(
+    api: FakeKube, valkey: FakeMirror | None = None
+) -> tuple[reconciler.Reconciler, FakeMirror]:
+    valkey = valkey or FakeMirror()
+    work = reconciler.Reconciler(
+        cast(kube.Kube, api), cast(mirror.Mirror, valkey), workers=2, clock=lambda: NOW
+    )
+    return work, valkey
+
+
+def reconcile(work: reconciler.Reconciler, key: str = KEY) -> None:
+    asyncio.run(work.reconcile(key))
+
+
+def test_a_new_agent_is_recorded_spawning_and_gets_its_pod() -> None:
+    api = FakeKube(agent_body())
+    work, valkey = make(api)
+    reconcile(work)
+    assert api.body is not None
+    assert api.body["status"]["phase"] == "Spawning"
+    assert api.body["status"]["podName"] == "worker-uid1"
+    assert api.pod is not None
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.SPAWNING]
+    assert api.events == [("Normal", "Spawning", "Created")]
+
+
+def test_a_write_that_loses_a_race_is_decided_again() -> None:
+    api = FakeKube(agent_body())
+    api.conflicts = 1
+    work, valkey = make(api)
+
+    async def scenario() -> None:
+        workers = asyncio.create_task(work.run())
+        work.enqueue(KEY)
+        for _ in range(200):  # bounded: the worker gets many turns to finish
+            if api.body and api.body.get("status", {}).get("podName"):
+                break
+            await asyncio.sleep(0.01)
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert api.body is not None
+    assert api.body["status"]["seq"] == 1
+    assert [s.seq for s in valkey.steps] == [1], "the lost write must not reach the mirror"
+
+
+def test_a_finalizer_is_added_to_an_agent_that_lacks_it() -> None:
+    body = agent_body()
+    body["metadata"]["finalizers"] = ["someone.else/keep"]
+    api = FakeKube(body)
+    work, _ = make(api)
+    reconcile(work)
+    assert api.body is not None
+    assert api.body["metadata"]["finalizers"] == ["someone.else/keep", reconciler.FINALIZER]
+
+
+def test_an_agent_that_cannot_be_read_is_reported_once() -> None:
+    body = agent_body()
+    del body["spec"]["taskId"]
+    api = FakeKube(body)
+    work, valkey = make(api)
+    reconcile(work)
+    reconcile(work)
+    assert [(k, r) for k, r, _ in api.events] == [("Warning", "InvalidSpec")]
+    assert "taskId" in api.events[0][2]
+    assert valkey.steps == []
+
+
+def test_a_deleted_agent_that_was_never_ours_is_left_alone() -> None:
+    body = agent_body()
+    body["metadata"]["finalizers"] = []
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    api = FakeKube(body)
+    work, valkey = make(api)
+    reconcile(work)
+    assert api.events == []
+    assert valkey.resyncs == 0
+
+
+def test_a_gone_agent_is_forgotten() -> None:
+    work, valkey = make(FakeKube(None))
+    reconcile(work)
+    assert valkey.resyncs == 0
+
+
+def test_valkey_failing_mid_pass_holds_nothing_back() -> None:
+    api = FakeKube(agent_body())
+    valkey = FakeMirror()
+    valkey.fail_record = True
+    work, _ = make(api, valkey)
+    with pytest.raises(reconciler.Retry, match="the mirror is behind"):
+        reconcile(work)
+    assert api.body is not None
+    assert api.body["status"]["phase"] == "Spawning"
+    assert api.pod is not None, "the Pod is made even though Valkey is down"
+    assert ("Warning", "ValkeyUnreachable") in [(k, r) for k, r, _ in api.events]
+    valkey.fail_record = False
+    reconcile(work)
+    assert valkey.resyncs == 2, "the next pass resyncs what the mirror missed"
+
+
+def test_a_refused_mirror_write_resyncs_on_the_next_pass() -> None:
+    api = FakeKube(agent_body())
+    valkey = FakeMirror()
+    valkey.refuse_record = True
+    work, _ = make(api, valkey)
+    reconcile(work)
+    reconcile(work)
+    assert valkey.resyncs == 2
+
+
+def test_a_refusal_is_a_warning_posted_once() -> None:
+    body = agent_body(desiredPhase="Killed", killReason="stop")
+    body["status"] = {
+        "phase": "Completed",
+        "seq": 3,
+        "podName": "worker-uid1",
+        "reason": "Completed",
+        "completedAt": "2026-01-01T09:00:00.000Z",
+        "history": [
+            {"phase": "Spawning", "at": "2026-01-01T08:00:00.000Z", "reason": "Created"},
+            {"phase": "Running", "at": "2026-01-01T08:01:00.000Z", "reason": "Started"},
+            {"phase": "Completed", "at": "2026-01-01T09:00:00.000Z", "reason": "Completed"},
+        ],
+    }
+    api = FakeKube(body)
+    work, _ = make(api)
+    reconcile(work)
+    reconcile(work)
+    warnings = [(r, m) for k, r, m in api.events if k == "Warning"]
+    assert warnings == [
+        (
+            "TransitionRefused",
+            "the agent was already Completed when the kill (Killed) came; it is dropped",
+        )
+    ]
+
+
+def test_a_pod_left_by_an_earlier_try_is_adopted() -> None:
+    api = FakeKube(agent_body())
+    api.create_error = kube.Conflict(409, 'pods "worker-uid1" already exists')
+    work, _ = make(api)
+    reconcile(work)
+    assert api.body is not None
+    assert api.body["status"]["podName"] == "worker-uid1"
+
+
+def test_a_pod_of_another_agent_is_never_judged() -> None:
+    api = FakeKube(agent_body())
+    api.pod = {
+        "metadata": {"name": "worker-uid1", "uid": "p", "labels": {}},
+        "status": {"phase": "Failed"},
+    }
+    api.create_error = kube.Conflict(409, "already exists")
+    work, _ = make(api)
+    reconcile(work)
+    assert api.body is not None
+    assert api.body["status"]["phase"] == "Spawning"
+
+
+def test_a_stopped_agent_deletes_its_pod_with_the_grace_period() -> None:
+    api = FakeKube(agent_body(desiredPhase="Killed", killGracePeriodSeconds=7))
+    api.body["status"] = {  # type: ignore[index]
+        "phase": "Running",
+        "seq": 2,
+        "podName": "worker-uid1",
+        "reason": "Started",
+        "startedAt": "2026-01-01T09:59:00.000Z",
+        "history": [
+            {"phase": "Spawning", "at": "2026-01-01T09:58:00.000Z", "reason": "Created"},
+            {"phase": "Running", "at": "2026-01-01T09:59:00.000Z", "reason": "Started"},
+        ],
+    }
+    api.pod = {
+        "metadata": {
+            "name": "worker-uid1",
+            "uid": "p",
+            "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
+        },
+        "status": {"phase": "Running"},
+    }
+    work, _ = make(api)
+    reconcile(work)
+    assert api.deleted == [("worker-uid1", 7)]
+
+
+def test_a_refused_deletion_is_tried_again() -> None:
+    body = agent_body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    body["status"] = {
+        "phase": "Killed",
+        "seq": 2,
+        "reason": "Killed",
+        "completedAt": "2026-01-01T09:00:00.000Z",
+        "history": [
+            {"phase": "Spawning", "at": "2026-01-01T08:00:00.000Z", "reason": "Created"},
+            {"phase": "Killed", "at": "2026-01-01T09:00:00.000Z", "reason": "Killed"},
+        ],
+    }
+    api = FakeKube(body)
+    valkey = FakeMirror()
+    valkey.refuse_delete = True
+    work, _ = make(api, valkey)
+    with pytest.raises(reconciler.Retry, match="the mirror refused the deletion"):
+        reconcile(work)
+    assert api.body is not None
+    assert reconciler.FINALIZER in api.body["metadata"]["finalizers"]
+    valkey.refuse_delete = False
+    reconcile(work)
+    assert reconciler.FINALIZER not in api.body["metadata"]["finalizers"]
+    assert valkey.deleted == [KEY]
