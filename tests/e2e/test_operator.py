@@ -119,6 +119,8 @@ def test_an_agent_runs_to_completion(
         "Running",
         "Completed",
     ]
+    for condition in ("--for=condition=Ready", "--for=jsonpath={.status.phase}=Completed"):
+        crds.kubectl("wait", condition, "agent/worker", "-n", namespace, "--timeout=10s")
 
 
 def test_a_failing_agent_keeps_its_termination_message(
