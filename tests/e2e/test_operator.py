@@ -69,6 +69,13 @@ def pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
+def patch_spec(cluster: Cluster, namespace: str, name: str, **spec: Any) -> Any:
+    """`kubectl patch` of the Agent's spec, as a user would; returns the completed process."""
+    return cluster.kubectl_result(
+        "patch", "agent", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec})
+    )
+
+
 def events_of(cluster: Cluster, namespace: str, uid: str) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Kubernetes Events on the Agent, oldest first."""
     listed = json.loads(
@@ -177,31 +184,16 @@ def test_a_kill_stops_the_pod_and_keeps_the_reason(
     apply(crds, namespace, manifest("runaway", killGracePeriodSeconds=5))
     running = agree(crds, valkey_url, feed, namespace, "runaway", "Running")
     pod_name = running["status"]["podName"]
-    crds.kubectl(
-        "patch",
-        "agent",
-        "runaway",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"desiredPhase":"Killed","killReason":"runaway spend"}}',
+    patched = patch_spec(
+        crds, namespace, "runaway", desiredPhase="Killed", killReason="runaway spend"
     )
+    assert patched.returncode == 0, patched.stderr
     killed = agree(crds, valkey_url, feed, namespace, "runaway", "Killed", timeout=15)
     assert (killed["status"]["reason"], killed["status"]["message"]) == ("Killed", "runaway spend")
     assert pod(crds, namespace, pod_name) is None
     record = views.record(valkey_url, namespace, "runaway")
     assert record["message"] == "runaway spend"
-    error = crds.kubectl_result(
-        "patch",
-        "agent",
-        "runaway",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"desiredPhase":"Running"}}',
-    )
+    error = patch_spec(crds, namespace, "runaway", desiredPhase="Running")
     assert error.returncode != 0
     assert "spec.desiredPhase cannot leave Killed" in error.stderr
 

@@ -41,6 +41,30 @@ def agent_body(**spec: Any) -> dict[str, Any]:
     }
 
 
+def recorded(*phases: str, pod: bool = True) -> dict[str, Any]:
+    """A status that has recorded ``phases``, an hour apart from 08:00."""
+    history = [
+        {"phase": p, "at": f"2026-01-01T{8 + i:02d}:00:00.000Z", "reason": r}
+        for i, (p, r) in enumerate(
+            (p, {"Spawning": "Created", "Running": "Started"}.get(p, p)) for p in phases
+        )
+    ]
+    last = history[-1]
+    status: dict[str, Any] = {
+        "phase": last["phase"],
+        "seq": len(history),
+        "reason": last["reason"],
+        "history": history,
+    }
+    if "Running" in phases:
+        status["startedAt"] = history[1]["at"]
+    if last["phase"] in ("Completed", "Failed", "Killed"):
+        status["completedAt"] = last["at"]
+    if pod:
+        status["podName"] = "worker-uid1"
+    return status
+
+
 class FakeKube:
     """The API server as the reconciler sees it: one Agent, its Pod, and the Events."""
 
@@ -245,18 +269,7 @@ def test_a_refused_mirror_write_resyncs_on_the_next_pass() -> None:
 
 def test_a_refusal_is_a_warning_posted_once() -> None:
     body = agent_body(desiredPhase="Killed", killReason="stop")
-    body["status"] = {
-        "phase": "Completed",
-        "seq": 3,
-        "podName": "worker-uid1",
-        "reason": "Completed",
-        "completedAt": "2026-01-01T09:00:00.000Z",
-        "history": [
-            {"phase": "Spawning", "at": "2026-01-01T08:00:00.000Z", "reason": "Created"},
-            {"phase": "Running", "at": "2026-01-01T08:01:00.000Z", "reason": "Started"},
-            {"phase": "Completed", "at": "2026-01-01T09:00:00.000Z", "reason": "Completed"},
-        ],
-    }
+    body["status"] = recorded("Spawning", "Running", "Completed")
     api = FakeKube(body)
     work, _ = make(api)
     reconcile(work)
@@ -294,17 +307,7 @@ def test_a_pod_of_another_agent_is_never_judged() -> None:
 
 def test_a_stopped_agent_deletes_its_pod_with_the_grace_period() -> None:
     api = FakeKube(agent_body(desiredPhase="Killed", killGracePeriodSeconds=7))
-    api.body["status"] = {  # type: ignore[index]
-        "phase": "Running",
-        "seq": 2,
-        "podName": "worker-uid1",
-        "reason": "Started",
-        "startedAt": "2026-01-01T09:59:00.000Z",
-        "history": [
-            {"phase": "Spawning", "at": "2026-01-01T09:58:00.000Z", "reason": "Created"},
-            {"phase": "Running", "at": "2026-01-01T09:59:00.000Z", "reason": "Started"},
-        ],
-    }
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
     api.pod = {
         "metadata": {
             "name": "worker-uid1",
@@ -321,16 +324,7 @@ def test_a_stopped_agent_deletes_its_pod_with_the_grace_period() -> None:
 def test_a_refused_deletion_is_tried_again() -> None:
     body = agent_body()
     body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
-    body["status"] = {
-        "phase": "Killed",
-        "seq": 2,
-        "reason": "Killed",
-        "completedAt": "2026-01-01T09:00:00.000Z",
-        "history": [
-            {"phase": "Spawning", "at": "2026-01-01T08:00:00.000Z", "reason": "Created"},
-            {"phase": "Killed", "at": "2026-01-01T09:00:00.000Z", "reason": "Killed"},
-        ],
-    }
+    body["status"] = recorded("Spawning", "Killed", pod=False)
     api = FakeKube(body)
     valkey = FakeMirror()
     valkey.refuse_delete = True
