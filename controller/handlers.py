@@ -46,6 +46,10 @@ def register(
     def on_agent_event(namespace: str | None, name: str, **_: Any) -> None:
         work.enqueue(f"{namespace}/{name}")
 
+    @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
+    def on_killswitch_event(name: str, **_: Any) -> None:
+        work.enqueue(reconciler.SWITCH_PREFIX + name)
+
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
     def on_pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         for owner in body.metadata.get("ownerReferences", []):

@@ -178,6 +178,47 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
         return await self.request("PATCH", self.agent_path(namespace, name), body, MERGE_PATCH)
 
+    async def list_agents(
+        self, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        where = f"/namespaces/{namespace}" if namespace else ""
+        params = {"labelSelector": label_selector} if label_selector else None
+        listed = await self.request("GET", f"{AGENTS}{where}/agents", params=params)
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
+
+    # --- killswitches ---
+
+    async def get_killswitch(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"{AGENTS}/killswitches/{name}")
+        except NotFound:
+            return None
+
+    async def list_killswitches(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self.request("GET", f"{AGENTS}/killswitches"))["items"]
+        return items
+
+    async def write_killswitch_status(
+        self, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        return await self.request(
+            "PATCH", f"{AGENTS}/killswitches/{name}/status", body, MERGE_PATCH
+        )
+
+    # --- namespaces ---
+
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        found = await self.request("GET", f"/api/v1/namespaces/{name}")
+        labels: dict[str, str] = found["metadata"].get("labels") or {}
+        return labels
+
+    async def namespaces(self, label_selector: str) -> set[str]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        listed = await self.request("GET", "/api/v1/namespaces", params=params)
+        return {item["metadata"]["name"] for item in listed["items"]}
+
     # --- pods ---
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ import redis.asyncio
 import redis.asyncio.retry
 import redis.backoff
 import redis.exceptions
+from redis.typing import EncodableT, FieldT
 
 from controller import lifecycle, models
 
@@ -313,6 +314,31 @@ def steps(status: models.AgentStatus) -> list[Step]:
     return out
 
 
+def killswitch_event(
+    name: str,
+    spec: models.KillswitchSpec,
+    status: models.KillswitchStatus,
+    at: datetime.datetime,
+) -> models.CloudEvent:
+    """``killswitch.engaged`` or ``killswitch.disengaged``."""
+    state = "engaged" if spec.engaged else "disengaged"
+    return models.CloudEvent(
+        id=f"killswitch-{name}-{state}-{int(at.timestamp() * 1000)}",
+        source=f"/apis/{models.API_VERSION}/killswitches/{name}",
+        type=models.EventType(f"killswitch.{state}"),
+        time=at,
+        data={
+            "name": name,
+            "engaged": spec.engaged,
+            "reason": spec.reason,
+            "engagedAt": _time(status.engaged_at) or None,
+            "matched": status.matched,
+            "killed": status.killed,
+            "completedAt": _time(status.completed_at) or None,
+        },
+    )
+
+
 def _result(raw: Sequence[bytes | int]) -> Result:
     outcome, phase, seq, why = raw
     phase_text = phase.decode() if isinstance(phase, bytes) else str(phase)
@@ -412,6 +438,48 @@ class Mirror:
             _time(at),
         ]
         return _result(await self._delete(keys=self._keys(agent), args=args))
+
+    def killswitch_key(self, name: str) -> str:
+        return f"{self.prefix}killswitch:{name}"
+
+    async def record_killswitch(
+        self,
+        name: str,
+        spec: models.KillswitchSpec,
+        status: models.KillswitchStatus,
+        at: datetime.datetime,
+    ) -> bool:
+        """Write the killswitch's hash, and announce it when its engaged state changed
+        since the record (first sight: only an engaged one). True when announced.
+
+        One MULTI/EXEC: the hash and the event land together or not at all.
+        """
+        key = self.killswitch_key(name)
+        before = await self.conn.hget(key, "engaged")
+        engaged = "1" if spec.engaged else "0"
+        announce = _text(before) != engaged if before is not None else spec.engaged
+        fields: dict[FieldT, EncodableT] = {
+            "engaged": engaged,
+            "reason": spec.reason,
+            "engagedAt": _time(status.engaged_at),
+            "matched": status.matched,
+            "killed": status.killed,
+            "completedAt": _time(status.completed_at),
+        }
+        async with self.conn.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            if announce:
+                payload = killswitch_event(name, spec, status, at).to_json()
+                pipe.publish(self.channel, payload)
+                pipe.xadd(
+                    self.stream, {"event": payload}, maxlen=self.stream_maxlen, approximate=True
+                )
+            await pipe.execute()
+        return announce
+
+    async def get_killswitch(self, name: str) -> dict[str, str] | None:
+        raw = await self.conn.hgetall(self.killswitch_key(name))
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
 
     async def get(self, namespace: str, name: str) -> dict[str, str] | None:
         """The agent's record, or None when there is none."""

@@ -30,7 +30,7 @@ from typing import Any, Final
 import pydantic
 import redis.exceptions
 
-from controller import kube, lifecycle, mirror, models, status, workload
+from controller import killswitch, kube, lifecycle, mirror, models, status, workload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ FINALIZER: Final = f"{models.GROUP}/finalizer"
 RETRY_BASE: Final = 0.5
 RETRY_CAP: Final = 30.0
 INVALID_SPEC: Final = "InvalidSpec"
+# Queue keys: `namespace/name` for an agent; this prefix (no namespace has a colon) for a switch.
+SWITCH_PREFIX: Final = "killswitch:"
 VALKEY_UNREACHABLE: Final = "ValkeyUnreachable"
 
 
@@ -56,11 +58,14 @@ class Reconciler:
         mirror_: mirror.Mirror,
         workers: int = 16,
         clock: Callable[[], datetime.datetime] = utcnow,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
         self.kube = api
         self.mirror = mirror_
         self.workers = workers
         self.clock = clock
+        self.namespaces = namespaces  # empty: every namespace
+        self.switches: dict[str, killswitch.Switch] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._dirty: set[str] = set()
         self._busy: set[str] = set()
@@ -131,6 +136,9 @@ class Reconciler:
     # --- one agent ---
 
     async def reconcile(self, key: str) -> None:
+        if key.startswith(SWITCH_PREFIX):
+            await self._reconcile_switch(key.removeprefix(SWITCH_PREFIX))
+            return
         namespace, name = key.split("/", 1)
         body = await self.kube.get_agent(namespace, name)
         if body is None:
@@ -157,14 +165,22 @@ class Reconciler:
         pod = await self.kube.get_pod(namespace, pod_name)
         if pod is not None and _owner_uid(pod) != agent.metadata.uid:
             pod = None  # a Pod of that name that is not this agent's: never ours to judge
-        decision = self._decide(agent, pod)
+        kill = await self._kill(agent)
+        decision = self._decide(agent, pod, kill)
+        if decision.action is lifecycle.Action.CREATE and kill is None:
+            # The last word before a Pod exists: a switch engaged a moment ago must win.
+            await self._refresh_switches()
+            kill = await self._kill(agent)
+            decision = self._decide(agent, pod, kill)
         body, agent, mirrored = await self._record(body, agent, decision.transitions, mirrored)
+        if decision.transitions and agent.status.phase in lifecycle.TERMINAL:
+            await self._recount_switches(agent)
         for refusal in decision.refusals:
             await self._warn_once(body, "TransitionRefused", refusal.sentence)
 
         action = decision.action
         if action is lifecycle.Action.CREATE:
-            body, agent, mirrored = await self._create_pod(body, agent, mirrored)
+            body, agent, mirrored = await self._create_pod(body, agent, kill, mirrored)
         elif action in (lifecycle.Action.STOP, lifecycle.Action.REMOVE) and pod is not None:
             grace = agent.spec.kill_grace_period_seconds if action is lifecycle.Action.STOP else 0
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
@@ -177,7 +193,11 @@ class Reconciler:
             await self._finish_deletion(body, agent)
 
     def _decide(
-        self, agent: models.Agent, pod: dict[str, Any] | None, pod_refused: str | None = None
+        self,
+        agent: models.Agent,
+        pod: dict[str, Any] | None,
+        kill: lifecycle.Kill | None,
+        pod_refused: str | None = None,
     ) -> lifecycle.Decision:
         spec = agent.spec
         limits = lifecycle.Limits(
@@ -194,7 +214,7 @@ class Reconciler:
             workload.observe(pod),
             self.clock(),
             limits,
-            _kill(agent),
+            kill,
             pod_made=agent.status.pod_name is not None,
             pod_refused=pod_refused,
         )
@@ -268,12 +288,12 @@ class Reconciler:
         return True
 
     async def _create_pod(
-        self, body: dict[str, Any], agent: models.Agent, mirrored: bool
+        self, body: dict[str, Any], agent: models.Agent, kill: lifecycle.Kill | None, mirrored: bool
     ) -> tuple[dict[str, Any], models.Agent, bool]:
         try:
             await self.kube.create_pod(workload.render(agent))
         except kube.Invalid as exc:
-            decision = self._decide(agent, None, pod_refused=str(exc))
+            decision = self._decide(agent, None, kill, pod_refused=str(exc))
             await self._warn_once(body, lifecycle.Reason.INVALID_TEMPLATE, str(exc))
             return await self._record(body, agent, decision.transitions, mirrored)
         except kube.Conflict:
@@ -313,6 +333,87 @@ class Reconciler:
             )
         self._forget(ref.ref)
 
+    # --- killswitches ---
+
+    async def _kill(self, agent: models.Agent) -> lifecycle.Kill | None:
+        switches = list(self.switches.values())
+        labels: dict[str, str] = {}
+        if killswitch.needs_namespace_labels(switches):
+            labels = await self.kube.namespace_labels(agent.metadata.namespace)
+        return killswitch.kill(agent, switches, labels)
+
+    async def _refresh_switches(self) -> None:
+        listed = await self.kube.list_killswitches()
+        self.switches = {s.name: s for s in map(killswitch.Switch.of, listed)}
+
+    async def _recount_switches(self, agent: models.Agent) -> None:
+        """An agent just ended: the switches that caught it count again."""
+        switches = [s for s in self.switches.values() if s.spec.engaged]
+        if not switches:
+            return
+        labels = {}
+        if killswitch.needs_namespace_labels(switches):
+            labels = await self.kube.namespace_labels(agent.metadata.namespace)
+        for switch in switches:
+            if killswitch.catches(switch, labels, agent.metadata.labels):
+                self.enqueue(SWITCH_PREFIX + switch.name)
+
+    async def _reconcile_switch(self, name: str) -> None:
+        """Kill what an engaged switch matches (through the agents' queue); keep its counts."""
+        body = await self.kube.get_killswitch(name)
+        if body is None:
+            self.switches.pop(name, None)
+            return
+        switch = killswitch.Switch.of(body)
+        self.switches[name] = switch
+        before = models.KillswitchStatus.model_validate(body.get("status") or {})
+        now = self.clock()
+        if switch.spec.engaged:
+            matched = await self._matched_agents(switch)
+            live = [a for a in matched if a.status.phase not in lifecycle.TERMINAL]
+            for agent in live:
+                self.enqueue(agent.ref)
+            after = models.KillswitchStatus(
+                engaged_at=before.engaged_at or now,
+                matched=len(matched),
+                killed=len(matched) - len(live),
+                completed_at=before.completed_at or (None if live else now),
+            )
+        else:
+            # Disengaged: no new kills, nothing revived; the last counts stay on record.
+            after = before.model_copy(update={"engaged_at": None, "completed_at": None})
+        if after != before:
+            dumped = after.model_dump(by_alias=True, mode="json")
+            await self.kube.write_killswitch_status(
+                name, body["metadata"]["resourceVersion"], dumped
+            )
+        if await self.mirror.record_killswitch(name, switch.spec, after, now):
+            log.info("killswitch %s %s", name, "engaged" if switch.spec.engaged else "disengaged")
+
+    async def _matched_agents(self, switch: killswitch.Switch) -> list[models.Agent]:
+        spec = switch.spec
+        selector = killswitch.query(spec.agent_selector)
+        if self.namespaces:
+            listed = [
+                item
+                for ns in self.namespaces
+                for item in await self.kube.list_agents(ns, label_selector=selector)
+            ]
+        else:
+            listed = await self.kube.list_agents(label_selector=selector)
+        allowed: set[str] | None = None
+        if spec.namespace_selector != models.LabelSelector():
+            allowed = await self.kube.namespaces(killswitch.query(spec.namespace_selector))
+        agents = []
+        for item in listed:
+            try:
+                agent = models.Agent.model_validate(item)
+            except pydantic.ValidationError:
+                continue  # reported on the agent's own pass
+            if allowed is None or agent.metadata.namespace in allowed:
+                agents.append(agent)
+        return agents
+
     async def _warn_once(self, body: dict[str, Any], reason: str, message: str) -> None:
         """A Warning event, not repeated for the same sentence while the operator runs."""
         meta = body["metadata"]
@@ -323,14 +424,6 @@ class Reconciler:
         said.add(message)
         log.warning("%s: %s: %s", key, reason, message)
         await self.kube.post_event(body, "Warning", reason, message)
-
-
-def _kill(agent: models.Agent) -> lifecycle.Kill | None:
-    if agent.metadata.deletion_timestamp is not None:
-        return lifecycle.Kill(lifecycle.Reason.AGENT_DELETED, "the Agent was deleted")
-    if agent.spec.desired_phase is models.DesiredPhase.KILLED:
-        return lifecycle.Kill(lifecycle.Reason.KILLED, agent.spec.kill_reason)
-    return None
 
 
 def _owner_uid(pod: dict[str, Any]) -> str | None:

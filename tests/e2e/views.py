@@ -65,11 +65,11 @@ def stream(url: str, uid: str) -> list[str]:
     with redis.Redis.from_url(url) as client:
         entries = client.xrange(STREAM)
     raw = [fields[b"event"].decode() for _, fields in entries]
-    return [e for e in raw if json.loads(e)["data"]["uid"] == uid]
+    return [e for e in raw if json.loads(e)["data"].get("uid") == uid]
 
 
 def received(feed: Feed, uid: str) -> list[str]:
-    return [e for e in list(feed.messages) if json.loads(e)["data"]["uid"] == uid]
+    return [e for e in list(feed.messages) if json.loads(e)["data"].get("uid") == uid]
 
 
 def record(url: str, namespace: str, name: str) -> dict[str, str]:

@@ -75,6 +75,7 @@ class FakeKube:
         self.conflicts = 0  # status writes to refuse as stale
         self.create_error: kube.ApiError | None = None
         self.deleted: list[tuple[str, int]] = []
+        self.switches: list[dict[str, Any]] = []
 
     def _bump(self) -> dict[str, Any]:
         assert self.body is not None
@@ -117,6 +118,12 @@ class FakeKube:
 
     async def post_event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
+
+    async def list_killswitches(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.switches)
+
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        return {"team": "a"}
 
 
 class FakeMirror:
@@ -337,3 +344,21 @@ def test_a_refused_deletion_is_tried_again() -> None:
     reconcile(work)
     assert reconciler.FINALIZER not in api.body["metadata"]["finalizers"]
     assert valkey.deleted == [KEY]
+
+
+def test_an_agent_created_while_a_switch_is_engaged_never_gets_a_pod() -> None:
+    api = FakeKube(agent_body())
+    # The switch's watch event has not arrived yet: only the API server knows it.
+    api.switches = [
+        {"metadata": {"name": "all-stop"}, "spec": {"engaged": True, "reason": "spend"}}
+    ]
+    work, valkey = make(api)
+    reconcile(work)
+    assert api.pod is None
+    assert api.body is not None
+    assert (api.body["status"]["phase"], api.body["status"]["reason"]) == (
+        "Killed",
+        "KillswitchEngaged",
+    )
+    assert api.body["status"]["message"] == "killswitch all-stop: spend"
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.SPAWNING, lifecycle.Phase.KILLED]

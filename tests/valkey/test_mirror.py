@@ -451,3 +451,52 @@ def test_any_attempts_leave_only_legal_history(
         assert lifecycle.is_legal(phase, result.phase)
         phase = result.phase
     assert [json.loads(e)["data"]["to"] for e in events] == [r.phase for r in applied]
+
+
+def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(valkey_url: str) -> None:
+    engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
+    idle = models.KillswitchSpec(engaged=False, reason="runaway spend")
+    counting = models.KillswitchStatus(engaged_at=at(0), matched=150, killed=90)
+    done = models.KillswitchStatus(engaged_at=at(0), matched=150, killed=150, completed_at=at(8))
+
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[bool], dict[str, str] | None, list[str], Any]:
+        announced = [
+            await m.record_killswitch("never-on", idle, models.KillswitchStatus(), at(0)),
+            await m.record_killswitch("all-stop", engaged, counting, at(0)),
+            await m.record_killswitch("all-stop", engaged, done, at(8)),
+            await m.record_killswitch("all-stop", idle, done, at(20)),
+        ]
+        return (
+            announced,
+            await m.get_killswitch("all-stop"),
+            await stream_events(m),
+            await m.get_killswitch("nope"),
+        )
+
+    announced, record, events, missing = run(scenario, valkey_url)
+    assert announced == [False, True, False, True]
+    assert missing is None
+    assert record == {
+        "engaged": "0",
+        "reason": "runaway spend",
+        "engagedAt": "2026-01-01T10:00:00.123Z",
+        "matched": "150",
+        "killed": "150",
+        "completedAt": "2026-01-01T10:00:08.123Z",
+    }
+    decoded = [json.loads(e) for e in events]
+    assert [e["type"] for e in decoded] == ["killswitch.engaged", "killswitch.disengaged"]
+    assert (
+        decoded[0]["source"] == "/apis/orchestrator.mosaicstack.dev/v1alpha1/killswitches/all-stop"
+    )
+    assert decoded[0]["data"] == {
+        "name": "all-stop",
+        "engaged": True,
+        "reason": "runaway spend",
+        "engagedAt": "2026-01-01T10:00:00.123Z",
+        "matched": 150,
+        "killed": 90,
+        "completedAt": None,
+    }
