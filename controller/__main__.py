@@ -35,7 +35,12 @@ async def run(config: settings.Settings) -> None:
             stream_maxlen=config.valkey_stream_maxlen,
             deleted_ttl_seconds=config.valkey_deleted_ttl_seconds,
         )
-        work = reconciler.Reconciler(api, mirror_, namespaces=config.watch_namespaces)
+        work = reconciler.Reconciler(
+            api,
+            mirror_,
+            namespaces=config.watch_namespaces,
+            max_concurrent=config.max_concurrent_agents,
+        )
         registry = kopf.OperatorRegistry()
         handlers.register(registry, work, kube_config)
         stop = asyncio.Event()

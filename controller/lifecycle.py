@@ -72,6 +72,7 @@ class Reason(enum.StrEnum):
     KILLSWITCH_ENGAGED = "KillswitchEngaged"
     AGENT_DELETED = "AgentDeleted"
     INVALID_TEMPLATE = "InvalidTemplate"
+    QUEUED = "Queued"  # not a transition: Spawning, waiting for a slot (MAX_CONCURRENT_AGENTS)
 
 
 def is_legal(current: Phase | None, to: Phase) -> bool:

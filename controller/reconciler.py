@@ -59,6 +59,7 @@ class Reconciler:
         workers: int = 16,
         clock: Callable[[], datetime.datetime] = utcnow,
         namespaces: tuple[str, ...] = (),
+        max_concurrent: int = 0,
     ) -> None:
         self.kube = api
         self.mirror = mirror_
@@ -66,6 +67,10 @@ class Reconciler:
         self.clock = clock
         self.namespaces = namespaces  # empty: every namespace
         self.switches: dict[str, killswitch.Switch] = {}
+        self.max_concurrent = max_concurrent  # 0: no limit
+        self._active: set[str] = set()  # agents holding a slot: a Pod made, not finished
+        self._waiting: set[str] = set()  # queued agents, woken when a slot frees
+        self._admission = asyncio.Lock()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._dirty: set[str] = set()
         self._busy: set[str] = set()
@@ -92,6 +97,8 @@ class Reconciler:
         self._timers[key] = loop.call_later(delay, self.enqueue, key)
 
     def _forget(self, key: str) -> None:
+        self._release(key)
+        self._waiting.discard(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -101,6 +108,8 @@ class Reconciler:
 
     async def run(self) -> None:
         """Work the queue with ``workers`` coroutines until cancelled."""
+        if self.max_concurrent:
+            await self._prime_slots()
         async with asyncio.TaskGroup() as group:
             for _ in range(self.workers):
                 group.create_task(self._work())
@@ -179,6 +188,9 @@ class Reconciler:
             await self._warn_once(body, "TransitionRefused", refusal.sentence)
 
         action = decision.action
+        if action is lifecycle.Action.CREATE and not await self._admit(key):
+            body, agent = await self._queue_for_slot(body, agent)
+            action = lifecycle.Action.NONE
         if action is lifecycle.Action.CREATE:
             body, agent, mirrored = await self._create_pod(body, agent, kill, mirrored)
         elif action in (lifecycle.Action.STOP, lifecycle.Action.REMOVE) and pod is not None:
@@ -186,6 +198,13 @@ class Reconciler:
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
         if decision.recheck_at is not None:
             self._enqueue_at(key, decision.recheck_at)
+        if agent.status.pod_name is not None or agent.status.phase in lifecycle.TERMINAL:
+            # Admitted, or finished: a killed queued agent never starts.
+            self._waiting.discard(key)
+        if agent.status.pod_name is not None and agent.status.phase not in lifecycle.TERMINAL:
+            self._active.add(key)
+        else:
+            self._release(key)
 
         if not mirrored:
             raise Retry("the mirror is behind: Valkey is unreachable")
@@ -299,7 +318,12 @@ class Reconciler:
         except kube.Conflict:
             pass  # made by an earlier try whose status write was lost: it is ours all the same
         # The Pod exists: from now on, its absence means it was lost.
-        made = agent.status.model_copy(update={"pod_name": workload.pod_name(agent)})
+        update: dict[str, Any] = {"pod_name": workload.pod_name(agent)}
+        if agent.status.reason == lifecycle.Reason.QUEUED:
+            # Admitted: the status goes back to the reason of its last transition.
+            last = agent.status.history[-1].reason if agent.status.history else "Created"
+            update |= {"reason": last, "message": ""}
+        made = agent.status.model_copy(update=update)
         body = await self.kube.write_status(
             agent.metadata.namespace,
             agent.metadata.name,
@@ -332,6 +356,79 @@ class Reconciler:
                 finalizers,
             )
         self._forget(ref.ref)
+
+    # --- the concurrency limit ---
+
+    async def _admit(self, key: str) -> bool:
+        """Whether this agent may have its Pod now: a free slot, and no older agent waiting.
+
+        "Older" is asked of the API server, not of this process's queue: an agent whose
+        watch event has not been handled yet still waits in line before younger ones.
+        """
+        if not self.max_concurrent or key in self._active:
+            return True
+        async with self._admission:
+            if len(self._active) >= self.max_concurrent:
+                self._waiting.add(key)  # woken by _release
+                return False
+            line = sorted(
+                (models.format_time(a.metadata.creation_timestamp or self.clock()), a.ref)
+                for a in map(models.Agent.model_validate, await self._list_agents())
+                if _wants_a_slot(a) and a.ref not in self._active
+            )
+            oldest = line[0][1] if line else key
+            if oldest != key:
+                self._waiting |= {key, oldest}
+                self.enqueue(oldest)  # a slot is free, and it is the older one's turn
+                return False
+            self._waiting.discard(key)
+            self._active.add(key)  # held from now: the Pod is about to exist
+            return True
+
+    def _release(self, key: str) -> None:
+        """A slot is free: the oldest waiting agents get their turn."""
+        if key not in self._active:
+            return
+        self._active.discard(key)
+        # Wake every waiting agent: _admit lets the oldest through, the rest wait again.
+        for waiting in list(self._waiting):
+            self.enqueue(waiting)
+
+    async def _queue_for_slot(
+        self, body: dict[str, Any], agent: models.Agent
+    ) -> tuple[dict[str, Any], models.Agent]:
+        """Spawning with reason Queued and no Pod, saying why (written once)."""
+        message = f"waiting for a slot: {self.max_concurrent} agents may run at once"
+        if agent.status.reason == lifecycle.Reason.QUEUED and agent.status.message == message:
+            return body, agent
+        queued = agent.status.model_copy(
+            update={"reason": lifecycle.Reason.QUEUED, "message": message}
+        )
+        body = await self.kube.write_status(
+            agent.metadata.namespace,
+            agent.metadata.name,
+            agent.metadata.resource_version,
+            _dump(queued),
+        )
+        return body, models.Agent.model_validate(body)
+
+    async def _list_agents(self, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every Agent this operator watches."""
+        if not self.namespaces:
+            return await self.kube.list_agents(label_selector=label_selector)
+        return [
+            item
+            for ns in self.namespaces
+            for item in await self.kube.list_agents(ns, label_selector=label_selector)
+        ]
+
+    async def _prime_slots(self) -> None:
+        """Count the slots already held before admitting anyone: a restart never over-admits."""
+        for item in await self._list_agents():
+            status_ = item.get("status") or {}
+            if status_.get("podName") and status_.get("phase") not in lifecycle.TERMINAL:
+                meta = item["metadata"]
+                self._active.add(f"{meta['namespace']}/{meta['name']}")
 
     # --- killswitches ---
 
@@ -392,15 +489,7 @@ class Reconciler:
 
     async def _matched_agents(self, switch: killswitch.Switch) -> list[models.Agent]:
         spec = switch.spec
-        selector = killswitch.query(spec.agent_selector)
-        if self.namespaces:
-            listed = [
-                item
-                for ns in self.namespaces
-                for item in await self.kube.list_agents(ns, label_selector=selector)
-            ]
-        else:
-            listed = await self.kube.list_agents(label_selector=selector)
+        listed = await self._list_agents(killswitch.query(spec.agent_selector))
         allowed: set[str] | None = None
         if spec.namespace_selector != models.LabelSelector():
             allowed = await self.kube.namespaces(killswitch.query(spec.namespace_selector))
@@ -424,6 +513,16 @@ class Reconciler:
         said.add(message)
         log.warning("%s: %s: %s", key, reason, message)
         await self.kube.post_event(body, "Warning", reason, message)
+
+
+def _wants_a_slot(agent: models.Agent) -> bool:
+    """An agent that would have its Pod made if there were room."""
+    return (
+        agent.status.pod_name is None
+        and agent.status.phase in (None, lifecycle.Phase.SPAWNING)
+        and agent.metadata.deletion_timestamp is None
+        and agent.spec.desired_phase is models.DesiredPhase.RUNNING
+    )
 
 
 def _owner_uid(pod: dict[str, Any]) -> str | None:

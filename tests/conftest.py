@@ -223,10 +223,17 @@ class Operators:
         self.running: list[Operator] = []
         self.logs = request.node.stash.setdefault(_OPERATOR_LOGS, [])
 
-    def start(self, valkey_url: str, namespace: str | None = None, ready: bool = True) -> Operator:
+    def start(
+        self,
+        valkey_url: str,
+        namespace: str | None = None,
+        ready: bool = True,
+        **settings: str,
+    ) -> Operator:
+        """An operator process; ``settings`` are extra environment (MAX_CONCURRENT_AGENTS=...)."""
         log_path = self.tmp_path / f"operator-{len(self.logs) + 1}.log"
         self.logs.append(log_path)
-        env = {**self.cluster.env, "VALKEY_URL": valkey_url}
+        env = {**self.cluster.env, "VALKEY_URL": valkey_url, **settings}
         if namespace:
             env["WATCH_NAMESPACES"] = namespace
         with log_path.open("wb") as log_file:

@@ -1,0 +1,144 @@
+"""MAX_CONCURRENT_AGENTS: a bounded number of agents run at once, oldest first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from tests.conftest import KUBECTL, Cluster, Operators
+from tests.e2e import views
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.usefixtures("crds")
+
+
+@dataclass
+class PodWatch:
+    """Every Pod event of a namespace, in the API server's order, from `kubectl get -w`."""
+
+    process: subprocess.Popen[str]
+    phases: dict[str, str] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    most_live: int = 0
+
+    def follow(self) -> None:
+        assert self.process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self.process.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    event, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break  # an object not complete yet
+                buffer = buffer.lstrip()[end:]
+                self.seen(event)
+
+    def seen(self, event: dict[str, object]) -> None:
+        pod = event["object"]
+        assert isinstance(pod, dict)
+        name = pod["metadata"]["name"]
+        if event["type"] == "DELETED":
+            self.phases.pop(name, None)
+            return
+        if name not in self.phases and event["type"] == "ADDED":
+            self.created.append(name)
+        self.phases[name] = pod.get("status", {}).get("phase", "Pending")
+        live = sum(p in ("Pending", "Running") for p in self.phases.values())
+        self.most_live = max(self.most_live, live)
+
+
+@pytest.fixture
+def pod_watch(cluster: Cluster, namespace: str) -> Iterator[PodWatch]:
+    process = subprocess.Popen(
+        [KUBECTL, "get", "pods", "-n", namespace, "--watch", "--output-watch-events", "-o", "json"],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    watch = PodWatch(process)
+    thread = threading.Thread(target=watch.follow, daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        thread.join(timeout=10)
+
+
+def agents_yaml(count: int) -> str:
+    return yaml.safe_dump_all(
+        [
+            {
+                "apiVersion": "orchestrator.mosaicstack.dev/v1alpha1",
+                "kind": "Agent",
+                "metadata": {"name": f"agent-{i:02d}"},
+                "spec": {
+                    "taskId": f"TASK-{i}",
+                    "template": {
+                        "metadata": {
+                            "annotations": {"sim.orchestrator.mosaicstack.dev/run-for": "2s"}
+                        },
+                        "spec": {
+                            "containers": [{"name": "agent", "image": "registry.example/a:1"}]
+                        },
+                    },
+                },
+            }
+            for i in range(count)
+        ]
+    )
+
+
+def test_three_at_a_time_oldest_first_and_a_killed_queued_agent_never_starts(
+    crds: Cluster, namespace: str, valkey_url: str, operators: Operators, pod_watch: PodWatch
+) -> None:
+    operators.start(valkey_url, namespace, MAX_CONCURRENT_AGENTS="3")
+    crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=agents_yaml(10))
+    queued = wait_for(
+        lambda: (
+            (a := views.agent(crds, namespace, "agent-09")).get("status", {}).get("reason")
+            == "Queued"
+            and a
+        ),
+        30,
+        "the last agent to be queued",
+    )
+    assert queued["status"]["phase"] == "Spawning"
+    assert queued["status"]["message"] == "waiting for a slot: 3 agents may run at once"
+    crds.kubectl(
+        "patch",
+        "agent",
+        "agent-09",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"desiredPhase":"Killed","killReason":"not needed"}}',
+    )
+
+    def phases() -> dict[str, str]:
+        items = json.loads(crds.kubectl("get", "agents", "-n", namespace, "-o", "json"))["items"]
+        return {i["metadata"]["name"]: i.get("status", {}).get("phase", "") for i in items}
+
+    expected = {f"agent-{i:02d}": "Completed" for i in range(9)} | {"agent-09": "Killed"}
+    wait_for(lambda: phases() == expected or None, 120, "nine agents completed and one killed")
+    assert pod_watch.most_live == 3, (
+        f"at most 3 Pods at once, and the limit was used: {pod_watch.most_live}"
+    )
+    started = [name.rsplit("-", 1)[0] for name in pod_watch.created]
+    # The first three had free slots and start together, in any order; every later one waited
+    # for a slot, and the slots went oldest first.
+    assert set(started[:3]) == {"agent-00", "agent-01", "agent-02"}
+    assert started[3:] == [f"agent-{i:02d}" for i in range(3, 9)]
+    killed = views.agent(crds, namespace, "agent-09")
+    assert "podName" not in killed["status"]
+    assert [h["phase"] for h in killed["status"]["history"]] == ["Spawning", "Killed"]
