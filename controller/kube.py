@@ -58,12 +58,14 @@ class ServerInfo:
     version: str
 
 
-def load_config(kubeconfig: str | None) -> kubernetes.client.Configuration:
+def load_config(
+    kubeconfig: str | None, context: str | None = None
+) -> kubernetes.client.Configuration:
     """The kubeconfig (``KUBECONFIG``, else ``~/.kube/config``), then in-cluster credentials."""
     config = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_kube_config(
-            config_file=kubeconfig or None, client_configuration=config
+            config_file=kubeconfig or None, context=context, client_configuration=config
         )
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError) as kube_exc:
         try:
@@ -74,6 +76,18 @@ def load_config(kubeconfig: str | None) -> kubernetes.client.Configuration:
                 "and not running in a cluster"
             ) from None
     return config
+
+
+def context_namespace(kubeconfig: str | None, context: str | None = None) -> str:
+    """The namespace the kubeconfig's (current) context names, as kubectl uses it."""
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(
+            config_file=kubeconfig or None
+        )
+    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
 def _error(status: int, text: str) -> ApiError:
@@ -187,7 +201,27 @@ class Kube:
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
 
+    async def patch_agent_spec(
+        self, namespace: str, name: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A user's change of an Agent's spec (the plugin's `kill`); never the operator's."""
+        path = self.agent_path(namespace, name)
+        return await self.request("PATCH", path, {"spec": spec}, MERGE_PATCH)
+
     # --- killswitches ---
+
+    async def create_killswitch(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": models.API_VERSION,
+            "kind": "Killswitch",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        return await self.request("POST", f"{AGENTS}/killswitches", body)
+
+    async def patch_killswitch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        path = f"{AGENTS}/killswitches/{name}"
+        return await self.request("PATCH", path, {"spec": spec}, MERGE_PATCH)
 
     async def get_killswitch(self, name: str) -> dict[str, Any] | None:
         try:
