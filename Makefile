@@ -49,6 +49,7 @@ crds: $(STAMP) ## render crds/*.yaml from the models (commit the result)
 
 bench: $(STAMP) ## the benchmarks under benchmarks/, printed beside their baselines (not in CI)
 	$(PY) -m benchmarks.mirror
+	$(PY) -m benchmarks.killswitch
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(VENV)/bin/ruff check .

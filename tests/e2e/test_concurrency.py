@@ -72,6 +72,8 @@ def pod_watch(cluster: Cluster, namespace: str) -> Iterator[PodWatch]:
         process.terminate()
         process.wait(timeout=10)
         thread.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def agents_yaml(count: int) -> str:
