@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 FINALIZER: Final = f"{models.GROUP}/finalizer"
 RETRY_BASE: Final = 0.5
 RETRY_CAP: Final = 30.0
+# A switch over many agents is recounted at most this often while its kills land.
+RECOUNT_EVERY: Final = datetime.timedelta(seconds=1)
 INVALID_SPEC: Final = "InvalidSpec"
 # Queue keys: `namespace/name` for an agent; this prefix (no namespace has a colon) for a switch.
 SWITCH_PREFIX: Final = "killswitch:"
@@ -94,7 +96,11 @@ class Reconciler:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = loop.call_later(delay, self.enqueue, key)
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
 
     def _forget(self, key: str) -> None:
         self._release(key)
@@ -198,13 +204,7 @@ class Reconciler:
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
         if decision.recheck_at is not None:
             self._enqueue_at(key, decision.recheck_at)
-        if agent.status.pod_name is not None or agent.status.phase in lifecycle.TERMINAL:
-            # Admitted, or finished: a killed queued agent never starts.
-            self._waiting.discard(key)
-        if agent.status.pod_name is not None and agent.status.phase not in lifecycle.TERMINAL:
-            self._active.add(key)
-        else:
-            self._release(key)
+        self._account_slot(key, agent)
 
         if not mirrored:
             raise Retry("the mirror is behind: Valkey is unreachable")
@@ -385,6 +385,17 @@ class Reconciler:
             self._active.add(key)  # held from now: the Pod is about to exist
             return True
 
+    def _account_slot(self, key: str, agent: models.Agent) -> None:
+        """After a pass: an agent with a live Pod holds a slot; a finished one frees it."""
+        holds = agent.status.pod_name is not None
+        finished = agent.status.phase in lifecycle.TERMINAL
+        if holds or finished:
+            self._waiting.discard(key)  # admitted, or finished (a killed queued agent never starts)
+        if holds and not finished:
+            self._active.add(key)
+        else:
+            self._release(key)
+
     def _release(self, key: str) -> None:
         """A slot is free: the oldest waiting agents get their turn."""
         if key not in self._active:
@@ -452,8 +463,12 @@ class Reconciler:
         if killswitch.needs_namespace_labels(switches):
             labels = await self.kube.namespace_labels(agent.metadata.namespace)
         for switch in switches:
-            if killswitch.catches(switch, labels, agent.metadata.labels):
-                self.enqueue(SWITCH_PREFIX + switch.name)
+            key = SWITCH_PREFIX + switch.name
+            if (
+                killswitch.catches(switch, labels, agent.metadata.labels)
+                and key not in self._timers
+            ):
+                self._enqueue_at(key, self.clock() + RECOUNT_EVERY)
 
     async def _reconcile_switch(self, name: str) -> None:
         """Kill what an engaged switch matches (through the agents' queue); keep its counts."""
@@ -467,9 +482,9 @@ class Reconciler:
         now = self.clock()
         if switch.spec.engaged:
             matched = await self._matched_agents(switch)
-            live = [a for a in matched if a.status.phase not in lifecycle.TERMINAL]
-            for agent in live:
-                self.enqueue(agent.ref)
+            live = [ref for ref, phase in matched if phase not in lifecycle.TERMINAL]
+            for ref in live:
+                self.enqueue(ref)
             after = models.KillswitchStatus(
                 engaged_at=before.engaged_at or now,
                 matched=len(matched),
@@ -487,21 +502,24 @@ class Reconciler:
         if await self.mirror.record_killswitch(name, switch.spec, after, now):
             log.info("killswitch %s %s", name, "engaged" if switch.spec.engaged else "disengaged")
 
-    async def _matched_agents(self, switch: killswitch.Switch) -> list[models.Agent]:
+    async def _matched_agents(self, switch: killswitch.Switch) -> list[tuple[str, str | None]]:
+        """(namespace/name, phase) of every watched agent the switch matches.
+
+        Read from the raw listing: a switch over thousands of agents is recounted often,
+        and only names and phases are needed.
+        """
         spec = switch.spec
         listed = await self._list_agents(killswitch.query(spec.agent_selector))
         allowed: set[str] | None = None
         if spec.namespace_selector != models.LabelSelector():
             allowed = await self.kube.namespaces(killswitch.query(spec.namespace_selector))
-        agents = []
+        matched = []
         for item in listed:
-            try:
-                agent = models.Agent.model_validate(item)
-            except pydantic.ValidationError:
-                continue  # reported on the agent's own pass
-            if allowed is None or agent.metadata.namespace in allowed:
-                agents.append(agent)
-        return agents
+            meta = item["metadata"]
+            if allowed is None or meta["namespace"] in allowed:
+                phase = (item.get("status") or {}).get("phase")
+                matched.append((f"{meta['namespace']}/{meta['name']}", phase))
+        return matched
 
     async def _warn_once(self, body: dict[str, Any], reason: str, message: str) -> None:
         """A Warning event, not repeated for the same sentence while the operator runs."""
