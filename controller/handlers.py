@@ -42,16 +42,17 @@ def register(
             token=token.removeprefix("Bearer ") or None,
         )
 
+    # Async handlers: kopf runs sync ones in a thread pool, a hop per event for nothing.
     @kopf.on.event(models.GROUP, models.VERSION, "agents", registry=registry)
-    def on_agent_event(namespace: str | None, name: str, **_: Any) -> None:
-        work.enqueue(f"{namespace}/{name}")
+    async def on_agent_event(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+        work.observed(f"{namespace}/{name}", body.metadata.get("resourceVersion", ""))
 
     @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
-    def on_killswitch_event(name: str, **_: Any) -> None:
+    async def on_killswitch_event(name: str, **_: Any) -> None:
         work.enqueue(reconciler.SWITCH_PREFIX + name)
 
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
-    def on_pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def on_pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         for owner in body.metadata.get("ownerReferences", []):
             if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
                 work.enqueue(f"{namespace}/{owner['name']}")

@@ -80,6 +80,7 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         self._in_sync: set[str] = set()  # keys whose mirror has been resynced by this process
         self._warned: dict[str, set[str]] = {}
+        self._written: dict[str, str] = {}  # key -> resourceVersion of our own last status write
 
     # --- the queue ---
 
@@ -89,6 +90,13 @@ class Reconciler:
         self._dirty.add(key)
         if key not in self._busy:
             self._queue.put_nowait(key)
+
+    def observed(self, key: str, resource_version: str) -> None:
+        """A watch event of an Agent. The echo of our own last status write is skipped:
+        the pass that made it already acted on exactly that state."""
+        if resource_version and self._written.get(key) == resource_version:
+            return
+        self.enqueue(key)
 
     def _enqueue_at(self, key: str, when: datetime.datetime) -> None:
         loop = asyncio.get_running_loop()
@@ -109,6 +117,7 @@ class Reconciler:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
+        self._written.pop(key, None)
         self._in_sync.discard(key)
         self._warned.pop(key, None)
 
@@ -255,12 +264,7 @@ class Reconciler:
             before = agent.status
             life = before.life().advance(transition)
             after = status.after(before, transition, life, agent.metadata.generation, self.clock())
-            body = await self.kube.write_status(
-                agent.metadata.namespace,
-                agent.metadata.name,
-                agent.metadata.resource_version,
-                _dump(after),
-            )
+            body = await self._write_status(agent, _dump(after))
             agent = models.Agent.model_validate(body)
             step = mirror.Step(
                 seq=life.seq,
@@ -279,6 +283,16 @@ class Reconciler:
             sentence = transition.error or transition.message or transition.reason
             await self.kube.post_event(body, kind, transition.to, sentence)
         return body, agent, mirrored
+
+    async def _write_status(self, agent: models.Agent, status_: dict[str, Any]) -> dict[str, Any]:
+        """Write the status at the resourceVersion the decision was made on; remember the
+        new one, so that the watch's echo of this very write is not worked on again."""
+        meta = agent.metadata
+        body = await self.kube.write_status(
+            meta.namespace, meta.name, meta.resource_version, status_
+        )
+        self._written[f"{meta.namespace}/{meta.name}"] = body["metadata"]["resourceVersion"]
+        return body
 
     async def _mirror(self, body: dict[str, Any], ref: mirror.AgentRef, step: mirror.Step) -> bool:
         """Record one step in Valkey; False (and a Warning once) when Valkey cannot be reached."""
@@ -324,12 +338,7 @@ class Reconciler:
             last = agent.status.history[-1].reason if agent.status.history else "Created"
             update |= {"reason": last, "message": ""}
         made = agent.status.model_copy(update=update)
-        body = await self.kube.write_status(
-            agent.metadata.namespace,
-            agent.metadata.name,
-            agent.metadata.resource_version,
-            _dump(made),
-        )
+        body = await self._write_status(agent, _dump(made))
         return body, models.Agent.model_validate(body), mirrored
 
     async def _finish_deletion(self, body: dict[str, Any], agent: models.Agent) -> None:
@@ -415,12 +424,7 @@ class Reconciler:
         queued = agent.status.model_copy(
             update={"reason": lifecycle.Reason.QUEUED, "message": message}
         )
-        body = await self.kube.write_status(
-            agent.metadata.namespace,
-            agent.metadata.name,
-            agent.metadata.resource_version,
-            _dump(queued),
-        )
+        body = await self._write_status(agent, _dump(queued))
         return body, models.Agent.model_validate(body)
 
     async def _list_agents(self, label_selector: str = "") -> list[dict[str, Any]]:

@@ -362,3 +362,19 @@ def test_an_agent_created_while_a_switch_is_engaged_never_gets_a_pod() -> None:
     )
     assert api.body["status"]["message"] == "killswitch all-stop: spend"
     assert [s.to for s in valkey.steps] == [lifecycle.Phase.SPAWNING, lifecycle.Phase.KILLED]
+
+
+def test_the_echo_of_our_own_write_is_not_worked_on_again() -> None:
+    api = FakeKube(agent_body())
+    work, _ = make(api)
+    reconcile(work)
+    assert api.body is not None
+    ours = api.body["metadata"]["resourceVersion"]
+
+    async def watch_events() -> set[str]:
+        work.observed(KEY, ours)  # our own last write coming back through the watch
+        echoed = set(work._dirty)
+        work.observed(KEY, str(int(ours) + 1))  # someone else's change
+        return echoed | {f"then:{k}" for k in work._dirty}
+
+    assert asyncio.run(watch_events()) == {f"then:{KEY}"}
