@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,30 +100,40 @@ def crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def fresh_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """A namespace whose default ServiceAccount exists; removed (agents released) at the end."""
     cluster.kubectl("create", "namespace", name)
     wait_for(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False),
         timeout=30,
         what=f"the default ServiceAccount of {name}",
     )
-    yield name
-    # Agents left behind keep our finalizer, and no operator runs any more: release them
-    # (the documented escape for an Agent whose operator is gone) so the namespace can go.
-    for agent in cluster.kubectl("get", "agents", "-n", name, "-o", "name", check=False).split():
-        cluster.kubectl(
-            "patch",
-            agent,
-            "-n",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        yield name
+    finally:
+        # Agents left behind keep our finalizer, and no operator runs any more: release them
+        # (the documented escape for an Agent whose operator is gone) so the namespace can go.
+        for agent in cluster.kubectl(
+            "get", "agents", "-n", name, "-o", "name", check=False
+        ).split():
+            cluster.kubectl(
+                "patch",
+                agent,
+                "-n",
+                name,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    with fresh_namespace(cluster, f"t-{uuid.uuid4().hex[:10]}") as name:
+        yield name
 
 
 # --- Valkey ---

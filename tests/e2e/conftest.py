@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import Cluster
 from tests.e2e.views import Feed
 
 
@@ -17,3 +19,11 @@ def feed(valkey_url: str) -> Iterator[Feed]:
         yield subscriber
     finally:
         subscriber.close()
+
+
+@pytest.fixture
+def switch_name(cluster: Cluster) -> Iterator[str]:
+    """A cluster-scoped Killswitch name of this test's own, deleted at its end."""
+    name = f"switch-{uuid.uuid4().hex[:8]}"
+    yield name
+    cluster.kubectl("delete", "killswitch", name, "--ignore-not-found", check=False)

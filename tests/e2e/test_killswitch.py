@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 import redis
 import yaml
 
-from tests.conftest import Cluster, Operators
+from tests.conftest import Cluster, Operators, fresh_namespace
 from tests.e2e import views
 from tests.helpers import wait_for
 
@@ -65,34 +64,8 @@ def count(cluster: Cluster, namespaces: list[str], phase: str) -> int:
 
 @pytest.fixture
 def second_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
-    name = f"{namespace}-b"
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False),
-        timeout=30,
-        what=f"the default ServiceAccount of {name}",
-    )
-    yield name
-    for agent in cluster.kubectl("get", "agents", "-n", name, "-o", "name", check=False).split():
-        cluster.kubectl(
-            "patch",
-            agent,
-            "-n",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-def switch_name(cluster: Cluster) -> Iterator[str]:
-    """A cluster-scoped Killswitch name of this test's own, deleted at its end."""
-    name = f"stop-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "killswitch", name, "--ignore-not-found", check=False)
+    with fresh_namespace(cluster, f"{namespace}-b") as name:
+        yield name
 
 
 def test_a_switch_stops_exactly_the_150_agents_it_matches(

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -154,13 +153,6 @@ def test_kill_by_selector_in_every_namespace_kills_only_live_matches(
         "Running",
         "Completed",
     ]
-
-
-@pytest.fixture
-def switch_name(cluster: Cluster) -> Iterator[str]:
-    name = f"drill-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "killswitch", name, "--ignore-not-found", check=False)
 
 
 def test_killswitch_engage_status_and_disengage(
