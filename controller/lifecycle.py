@@ -22,7 +22,8 @@ Rules, in order of precedence:
 - a kill (effective desired phase Killed, or the Agent being deleted) stops the
   workload with the grace period; once the Pod is being deleted its ending is
   the kill's (a container that exits on SIGTERM is killed, not failed), and
-  Killed is recorded when it has ended or is gone;
+  Killed is recorded when it has ended or is gone; once stopping has begun
+  (``Life.stopping``) it ends as that kill even if the kill's cause goes away;
 - a workload that ended before the kill reached it ended on its own: that
   outcome is recorded, and the kill is refused (the first outcome wins);
 - a Pod that vanished without being asked to is Failed/WorkloadLost;
@@ -127,6 +128,7 @@ class Life:
     started_at: datetime.datetime | None = None
     completed_at: datetime.datetime | None = None
     spawning_since: datetime.datetime | None = None
+    stopping: Kill | None = None  # a kill whose workload the operator has begun to stop
     reason: str = ""
     message: str = ""
     error: str = ""
@@ -238,6 +240,10 @@ def decide(
     """
     transitions: list[Transition] = []
     state = workload.state
+    if kill is None and life.phase not in TERMINAL:
+        # A kill under way finishes as that kill even if its cause has gone since (a
+        # killswitch disengaged while the Pod was stopping): it is no lost workload.
+        kill = life.stopping
 
     def record(transition: Transition) -> Life:
         # Every call below follows an edge of EDGES; the property tests hold it to that.

@@ -163,6 +163,13 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class Stopping(_Model):
+    """A kill under way: the operator has begun to stop the workload, for this reason."""
+
+    reason: Annotated[str, pydantic.Field(max_length=128)]
+    message: Annotated[str, pydantic.Field(max_length=1024)] = ""
+
+
 class AgentStatus(_Model):
     phase: lifecycle.Phase | None = None
     reason: str = ""
@@ -171,6 +178,7 @@ class AgentStatus(_Model):
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     pod_name: str | None = None
+    stopping: Stopping | None = None
     observed_generation: int | None = None
     seq: Annotated[int, pydantic.Field(ge=0)] = 0
     history: Annotated[list[HistoryEntry], pydantic.Field(max_length=16)] = []
@@ -185,6 +193,11 @@ class AgentStatus(_Model):
             started_at=self.started_at,
             completed_at=self.completed_at,
             spawning_since=spawning,
+            stopping=(
+                lifecycle.Kill(self.stopping.reason, self.stopping.message)
+                if self.stopping is not None
+                else None
+            ),
             reason=self.reason,
             message=self.message,
             error=self.error,

@@ -209,7 +209,10 @@ class Reconciler:
         if action is lifecycle.Action.CREATE:
             body, agent, mirrored = await self._create_pod(body, agent, kill, mirrored)
         elif action in (lifecycle.Action.STOP, lifecycle.Action.REMOVE) and pod is not None:
-            grace = agent.spec.kill_grace_period_seconds if action is lifecycle.Action.STOP else 0
+            grace = 0
+            if action is lifecycle.Action.STOP and kill is not None:
+                grace = agent.spec.kill_grace_period_seconds
+                body, agent = await self._note_stopping(body, agent, kill)
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
         if decision.recheck_at is not None:
             self._enqueue_at(key, decision.recheck_at)
@@ -283,6 +286,19 @@ class Reconciler:
             sentence = transition.error or transition.message or transition.reason
             await self.kube.post_event(body, kind, transition.to, sentence)
         return body, agent, mirrored
+
+    async def _note_stopping(
+        self, body: dict[str, Any], agent: models.Agent, kill: lifecycle.Kill
+    ) -> tuple[dict[str, Any], models.Agent]:
+        """Before the Pod is deleted, the kill goes on record: once stopping has begun the
+        agent ends Killed for this reason, whatever becomes of the kill's cause."""
+        stopping = models.Stopping(reason=kill.reason, message=kill.message)
+        if agent.status.stopping == stopping:
+            return body, agent
+        body = await self._write_status(
+            agent, _dump(agent.status.model_copy(update={"stopping": stopping}))
+        )
+        return body, models.Agent.model_validate(body)
 
     async def _write_status(self, agent: models.Agent, status_: dict[str, Any]) -> dict[str, Any]:
         """Write the status at the resourceVersion the decision was made on; remember the

@@ -325,6 +325,22 @@ CASES = {
     "deleting a finished agent refuses nothing": Case(
         COMPLETED, SUCCEEDED_POD, at(10), [], Action.NONE, kill=Kill(Reason.AGENT_DELETED)
     ),
+    "a kill under way ends as that kill after its cause is gone": Case(
+        dataclasses.replace(
+            RUNNING, stopping=Kill(Reason.KILLSWITCH_ENGAGED, "killswitch all-stop")
+        ),
+        lifecycle.NO_POD,
+        at(6),
+        [(Phase.KILLED, at(6), "KillswitchEngaged")],
+        Action.NONE,
+    ),
+    "a kill under way waits for its Pod to go": Case(
+        dataclasses.replace(RUNNING, stopping=KILL),
+        dataclasses.replace(RUNNING_POD, stopping=True),
+        at(6),
+        [],
+        Action.NONE,
+    ),
     "a Killed agent asked to die again has nothing to refuse": Case(
         KILLED, lifecycle.NO_POD, at(10), [], Action.NONE, kill=KILL
     ),

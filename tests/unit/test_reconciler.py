@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 import redis.exceptions
 
-from controller import kube, lifecycle, mirror, models, reconciler
+from controller import killswitch, kube, lifecycle, mirror, models, reconciler
 
 NOW = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
 KEY = "team-a/worker"
@@ -378,3 +378,36 @@ def test_the_echo_of_our_own_write_is_not_worked_on_again() -> None:
         return echoed | {f"then:{k}" for k in work._dirty}
 
     assert asyncio.run(watch_events()) == {f"then:{KEY}"}
+
+
+def test_a_kill_under_way_ends_killed_even_if_its_switch_is_disengaged() -> None:
+    api = FakeKube(agent_body())
+    assert api.body is not None
+    api.body["status"] = recorded("Spawning", "Running")
+    api.pod = {
+        "metadata": {
+            "name": "worker-uid1",
+            "uid": "p",
+            "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
+        },
+        "status": {"phase": "Running"},
+    }
+    work, _ = make(api)
+    switch = {"metadata": {"name": "all-stop"}, "spec": {"engaged": True, "reason": "spend"}}
+    work.switches = {"all-stop": killswitch.Switch.of(switch)}
+    reconcile(work)
+    assert api.deleted == [("worker-uid1", 10)]
+    assert api.body["status"]["stopping"] == {
+        "reason": "KillswitchEngaged",
+        "message": "killswitch all-stop: spend",
+    }
+
+    work.switches = {}  # disengaged while the Pod was stopping
+    api.pod = None  # and then the Pod is gone
+    reconcile(work)
+    status = api.body["status"]
+    assert (status["phase"], status["reason"], status["message"]) == (
+        "Killed",
+        "KillswitchEngaged",
+        "killswitch all-stop: spend",
+    )
