@@ -198,7 +198,6 @@ class Limits:
 
     spawn_timeout: datetime.timedelta = datetime.timedelta(seconds=300)
     active_deadline: datetime.timedelta | None = None
-    kill_grace_seconds: int = 10
 
 
 class Action(enum.StrEnum):

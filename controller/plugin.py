@@ -23,7 +23,7 @@ from typing import Any, Final, cast
 
 import redis.exceptions
 
-from controller import kube, lifecycle, mirror, models
+from controller import killswitch, kube, lifecycle, mirror, models
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -125,8 +125,6 @@ async def cmd_kill(ctx: Context) -> int:
         query = ""
         if args.selector:
             try:
-                from controller import killswitch
-
                 query = killswitch.query(
                     models.LabelSelector.model_validate(parse_selector(args.selector))
                 )

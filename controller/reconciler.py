@@ -238,7 +238,6 @@ class Reconciler:
                 if spec.active_deadline_seconds is not None
                 else None
             ),
-            kill_grace_seconds=spec.kill_grace_period_seconds,
         )
         return lifecycle.decide(
             agent.status.life(),
@@ -463,11 +462,17 @@ class Reconciler:
 
     # --- killswitches ---
 
+    async def _namespace_labels(
+        self, namespace: str, switches: list[killswitch.Switch]
+    ) -> dict[str, str]:
+        """The namespace's labels, read only when a switch selects namespaces."""
+        if killswitch.needs_namespace_labels(switches):
+            return await self.kube.namespace_labels(namespace)
+        return {}
+
     async def _kill(self, agent: models.Agent) -> lifecycle.Kill | None:
         switches = list(self.switches.values())
-        labels: dict[str, str] = {}
-        if killswitch.needs_namespace_labels(switches):
-            labels = await self.kube.namespace_labels(agent.metadata.namespace)
+        labels = await self._namespace_labels(agent.metadata.namespace, switches)
         return killswitch.kill(agent, switches, labels)
 
     async def _refresh_switches(self) -> None:
@@ -479,9 +484,7 @@ class Reconciler:
         switches = [s for s in self.switches.values() if s.spec.engaged]
         if not switches:
             return
-        labels = {}
-        if killswitch.needs_namespace_labels(switches):
-            labels = await self.kube.namespace_labels(agent.metadata.namespace)
+        labels = await self._namespace_labels(agent.metadata.namespace, switches)
         for switch in switches:
             key = SWITCH_PREFIX + switch.name
             if (

@@ -65,6 +65,18 @@ def recorded(*phases: str, pod: bool = True) -> dict[str, Any]:
     return status
 
 
+def running_pod() -> dict[str, Any]:
+    """The agent's own Pod (labelled with its uid), running."""
+    return {
+        "metadata": {
+            "name": "worker-uid1",
+            "uid": "p",
+            "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
+        },
+        "status": {"phase": "Running"},
+    }
+
+
 class FakeKube:
     """The API server as the reconciler sees it: one Agent, its Pod, and the Events."""
 
@@ -315,14 +327,7 @@ def test_a_pod_of_another_agent_is_never_judged() -> None:
 def test_a_stopped_agent_deletes_its_pod_with_the_grace_period() -> None:
     api = FakeKube(agent_body(desiredPhase="Killed", killGracePeriodSeconds=7))
     api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
-    api.pod = {
-        "metadata": {
-            "name": "worker-uid1",
-            "uid": "p",
-            "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
-        },
-        "status": {"phase": "Running"},
-    }
+    api.pod = running_pod()
     work, _ = make(api)
     reconcile(work)
     assert api.deleted == [("worker-uid1", 7)]
@@ -384,14 +389,7 @@ def test_a_kill_under_way_ends_killed_even_if_its_switch_is_disengaged() -> None
     api = FakeKube(agent_body())
     assert api.body is not None
     api.body["status"] = recorded("Spawning", "Running")
-    api.pod = {
-        "metadata": {
-            "name": "worker-uid1",
-            "uid": "p",
-            "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
-        },
-        "status": {"phase": "Running"},
-    }
+    api.pod = running_pod()
     work, _ = make(api)
     switch = {"metadata": {"name": "all-stop"}, "spec": {"engaged": True, "reason": "spend"}}
     work.switches = {"all-stop": killswitch.Switch.of(switch)}
