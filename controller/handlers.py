@@ -9,12 +9,12 @@ reconciles (and resyncs the mirror of) each of them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import kubernetes
 
-from controller import models, reconciler, workload
+from controller import kube, models, reconciler, workload
 
 
 def register(
@@ -32,7 +32,7 @@ def register(
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         # The same credentials as controller.kube: one resolution for both clients.
-        token = config.get_api_key_with_prefix("authorization") or ""
+        token = kube.bearer_token(config) or ""
         return kopf.ConnectionInfo(
             server=str(config.host),
             ca_path=config.ssl_ca_cert,
@@ -43,16 +43,21 @@ def register(
         )
 
     # Async handlers: kopf runs sync ones in a thread pool, a hop per event for nothing.
+    # The raw event's object is handed over as is: the reconciler reads, never changes it.
     @kopf.on.event(models.GROUP, models.VERSION, "agents", registry=registry)
-    async def on_agent_event(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
-        work.observed(f"{namespace}/{name}", body.metadata.get("resourceVersion", ""))
+    async def on_agent_event(
+        event: kopf.RawEvent, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        work.observed(
+            f"{namespace}/{name}",
+            cast(dict[str, Any], event["object"]),
+            gone=event["type"] == "DELETED",
+        )
 
     @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
     async def on_killswitch_event(name: str, **_: Any) -> None:
         work.enqueue(reconciler.SWITCH_PREFIX + name)
 
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
-    async def on_pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        for owner in body.metadata.get("ownerReferences", []):
-            if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
-                work.enqueue(f"{namespace}/{owner['name']}")
+    async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        work.observed_pod(cast(dict[str, Any], event["object"]), gone=event["type"] == "DELETED")

@@ -2,17 +2,19 @@
 
 Every signal about an agent (its own watch events, its Pod's, a timeout coming
 due, a failure to retry) only puts ``namespace/name`` on a work queue. A
-worker then reads the Agent and its Pod afresh, asks the phase machine, and
+worker then takes the Agent and its Pod as last seen (the watches' bodies and
+its own writes' responses: no read per pass), asks the phase machine, and
 carries the decision out in this order, per transition:
 
 1. the Agent's status (the source of truth), written with the resourceVersion
-   the decision was made on, so a concurrent change makes it fail (Conflict)
-   and the agent is simply decided again;
+   the decision was made on, so a concurrent change or a stale copy makes it
+   fail (Conflict) and the agent is read afresh and decided again;
 2. the Valkey mirror (if Valkey is down the status stays; the key is retried
    with backoff, and ``resync`` replays what the mirror missed);
 3. a Kubernetes Event on the Agent.
 
-Then the action on the Pod (create, stop with the grace period, remove) and,
+Then the action on the Pod (create, stop with the grace period, remove; a
+Pod is made only after the Agent and the killswitches are read afresh) and,
 for an Agent being deleted, the mirror's final ``agent.deleted`` and the
 removal of our finalizer. The queue holds each key once, and a key is never
 worked on by two workers at a time (as client-go's workqueue).
@@ -81,6 +83,11 @@ class Reconciler:
         self._in_sync: set[str] = set()  # keys whose mirror has been resynced by this process
         self._warned: dict[str, set[str]] = {}
         self._written: dict[str, str] = {}  # key -> resourceVersion of our own last status write
+        # The latest bodies seen (watch events, our own writes): a pass reads these, not the
+        # API server; a stale one makes its write fail (Conflict) and is then read afresh.
+        self._agents: dict[str, dict[str, Any]] = {}
+        # Agent key -> its Pod as last watched, or None once the watch saw it deleted.
+        self._pods: dict[str, dict[str, Any] | None] = {}
 
     # --- the queue ---
 
@@ -91,12 +98,30 @@ class Reconciler:
         if key not in self._busy:
             self._queue.put_nowait(key)
 
-    def observed(self, key: str, resource_version: str) -> None:
-        """A watch event of an Agent. The echo of our own last status write is skipped:
-        the pass that made it already acted on exactly that state."""
-        if resource_version and self._written.get(key) == resource_version:
+    def observed(self, key: str, body: dict[str, Any], gone: bool = False) -> None:
+        """A watch event of an Agent; ``gone``: it was deleted.
+
+        The echo of our own last status write is not worked on again (the pass that made
+        it already acted on exactly that state), but it is cached all the same: a slower
+        event of an older state may have replaced our write's body in the meantime.
+        """
+        if gone:
+            self._agents.pop(key, None)
+            self.enqueue(key)
             return
-        self.enqueue(key)
+        self._agents[key] = body
+        written = self._written.get(key)
+        if written is None or body["metadata"].get("resourceVersion") != written:
+            self.enqueue(key)
+
+    def observed_pod(self, body: dict[str, Any], gone: bool = False) -> None:
+        """A watch event of a Pod of ours (``gone``: it was deleted); its agent is worked on."""
+        meta = body["metadata"]
+        for owner in meta.get("ownerReferences", []):
+            if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
+                key = f"{meta['namespace']}/{owner['name']}"
+                self._pods[key] = None if gone else body
+                self.enqueue(key)
 
     def _enqueue_at(self, key: str, when: datetime.datetime) -> None:
         loop = asyncio.get_running_loop()
@@ -118,6 +143,8 @@ class Reconciler:
             timer.cancel()
         self._failures.pop(key, None)
         self._written.pop(key, None)
+        self._agents.pop(key, None)
+        self._pods.pop(key, None)
         self._in_sync.discard(key)
         self._warned.pop(key, None)
 
@@ -138,7 +165,9 @@ class Reconciler:
                 await self.reconcile(key)
                 self._failures.pop(key, None)
             except kube.Conflict:
-                self.enqueue(key)  # decided on a stale read: decide again at once
+                # Decided on a stale read: read afresh and decide again at once.
+                self._agents.pop(key, None)
+                self.enqueue(key)
             except (
                 Retry,
                 kube.ApiError,
@@ -164,7 +193,7 @@ class Reconciler:
             await self._reconcile_switch(key.removeprefix(SWITCH_PREFIX))
             return
         namespace, name = key.split("/", 1)
-        body = await self.kube.get_agent(namespace, name)
+        body = self._agents.get(key) or await self.kube.get_agent(namespace, name)
         if body is None:
             self._forget(key)
             return
@@ -183,16 +212,22 @@ class Reconciler:
             body = await self.kube.write_finalizers(
                 namespace, name, agent.metadata.resource_version, [*finalizers, FINALIZER]
             )
+            self._agents[key] = body
             agent = models.Agent.model_validate(body)
 
         pod_name = workload.pod_name(agent)
-        pod = await self.kube.get_pod(namespace, pod_name)
-        if pod is not None and _owner_uid(pod) != agent.metadata.uid:
-            pod = None  # a Pod of that name that is not this agent's: never ours to judge
+        pod = await self._read_pod(agent, pod_name)
         kill = await self._kill(agent)
         decision = self._decide(agent, pod, kill)
         if decision.action is lifecycle.Action.CREATE and kill is None:
-            # The last word before a Pod exists: a switch engaged a moment ago must win.
+            # The last word before a Pod exists: the Agent as the API server has it now, and
+            # a switch engaged a moment ago, must win.
+            fresh = await self.kube.get_agent(namespace, name)
+            if (
+                fresh is None
+                or fresh["metadata"]["resourceVersion"] != agent.metadata.resource_version
+            ):
+                raise kube.Conflict(409, "the Agent changed since it was read")
             await self._refresh_switches()
             kill = await self._kill(agent)
             decision = self._decide(agent, pod, kill)
@@ -222,6 +257,23 @@ class Reconciler:
             raise Retry("the mirror is behind: Valkey is unreachable")
         if deleting and agent.status.phase in lifecycle.TERMINAL:
             await self._finish_deletion(body, agent)
+
+    async def _read_pod(self, agent: models.Agent, pod_name: str) -> dict[str, Any] | None:
+        """The agent's Pod as last watched. The watch may not have caught up with a Pod made a
+        moment ago, so "none" is asked of the API server when the status says one was made."""
+        namespace = agent.metadata.namespace
+        key = f"{namespace}/{agent.metadata.name}"
+        pod = self._pods.get(key)
+        seen = key in self._pods and (pod is None or pod["metadata"]["name"] == pod_name)
+        if not seen and agent.status.pod_name is not None:
+            pod = await self.kube.get_pod(namespace, pod_name)
+        if (
+            pod is None
+            or pod["metadata"]["name"] != pod_name
+            or _owner_uid(pod) != agent.metadata.uid
+        ):
+            return None  # none, or a Pod that is not this agent's: never ours to judge
+        return pod
 
     def _decide(
         self,
@@ -306,7 +358,9 @@ class Reconciler:
         body = await self.kube.write_status(
             meta.namespace, meta.name, meta.resource_version, status_
         )
-        self._written[f"{meta.namespace}/{meta.name}"] = body["metadata"]["resourceVersion"]
+        key = f"{meta.namespace}/{meta.name}"
+        self._written[key] = body["metadata"]["resourceVersion"]
+        self._agents[key] = body
         return body
 
     async def _mirror(self, body: dict[str, Any], ref: mirror.AgentRef, step: mirror.Step) -> bool:
@@ -339,7 +393,8 @@ class Reconciler:
         self, body: dict[str, Any], agent: models.Agent, kill: lifecycle.Kill | None, mirrored: bool
     ) -> tuple[dict[str, Any], models.Agent, bool]:
         try:
-            await self.kube.create_pod(workload.render(agent))
+            pod = await self.kube.create_pod(workload.render(agent))
+            self._pods[f"{agent.metadata.namespace}/{agent.metadata.name}"] = pod
         except kube.Invalid as exc:
             decision = self._decide(agent, None, kill, pod_refused=str(exc))
             await self._warn_once(body, lifecycle.Reason.INVALID_TEMPLATE, str(exc))

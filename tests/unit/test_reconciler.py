@@ -70,8 +70,12 @@ def running_pod() -> dict[str, Any]:
     return {
         "metadata": {
             "name": "worker-uid1",
+            "namespace": "team-a",
             "uid": "p",
             "labels": {"orchestrator.mosaicstack.dev/agent-uid": "uid-1"},
+            "ownerReferences": [
+                {"apiVersion": models.API_VERSION, "kind": "Agent", "name": "worker"}
+            ],
         },
         "status": {"phase": "Running"},
     }
@@ -369,20 +373,92 @@ def test_an_agent_created_while_a_switch_is_engaged_never_gets_a_pod() -> None:
     assert [s.to for s in valkey.steps] == [lifecycle.Phase.SPAWNING, lifecycle.Phase.KILLED]
 
 
-def test_the_echo_of_our_own_write_is_not_worked_on_again() -> None:
+def test_the_echo_of_our_own_write_is_cached_but_not_worked_on_again() -> None:
     api = FakeKube(agent_body())
     work, _ = make(api)
     reconcile(work)
     assert api.body is not None
-    ours = api.body["metadata"]["resourceVersion"]
+    ours = copy.deepcopy(api.body)
+    theirs = copy.deepcopy(api.body)
+    theirs["metadata"]["resourceVersion"] = str(int(ours["metadata"]["resourceVersion"]) + 1)
 
-    async def watch_events() -> set[str]:
+    async def watch_events() -> tuple[set[str], set[str]]:
         work.observed(KEY, ours)  # our own last write coming back through the watch
         echoed = set(work._dirty)
-        work.observed(KEY, str(int(ours) + 1))  # someone else's change
-        return echoed | {f"then:{k}" for k in work._dirty}
+        work.observed(KEY, theirs)  # someone else's change
+        return echoed, set(work._dirty)
 
-    assert asyncio.run(watch_events()) == {f"then:{KEY}"}
+    assert asyncio.run(watch_events()) == (set(), {KEY})
+    assert work._agents[KEY] is theirs
+
+
+def test_a_stale_cached_agent_is_read_afresh_when_its_write_conflicts() -> None:
+    api = FakeKube(agent_body())
+    api.body["status"] = recorded("Spawning")  # type: ignore[index]
+    api.pod = running_pod()
+    work, valkey = make(api)
+    work.observed_pod(running_pod())
+    # The watch has shown an older state; the user has killed the agent since, so the
+    # Running written on the older state is refused, and the kill is seen on a fresh read.
+    work.observed(KEY, copy.deepcopy(api.body))  # type: ignore[arg-type]
+    api.body["spec"]["desiredPhase"] = "Killed"  # type: ignore[index]
+    api._bump()
+
+    async def scenario() -> None:
+        workers = asyncio.create_task(work.run())
+        work.enqueue(KEY)
+        for _ in range(200):  # bounded: the worker gets many turns to finish
+            if api.deleted:
+                break
+            await asyncio.sleep(0.01)
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert api.deleted == [("worker-uid1", 10)]  # the default grace period
+    assert api.body["status"]["stopping"]["reason"] == "Killed"  # type: ignore[index]
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.RUNNING]
+
+
+def test_a_pod_the_watch_has_not_shown_yet_is_asked_of_the_api_server() -> None:
+    api = FakeKube(agent_body())
+    api.body["status"] = recorded("Spawning")  # type: ignore[index]
+    api.pod = running_pod()  # made a moment ago; its watch event is still on its way
+    work, valkey = make(api)
+    reconcile(work)
+    assert api.body["status"]["phase"] == "Running"  # type: ignore[index]
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.RUNNING]
+
+
+def test_a_pod_the_watch_saw_deleted_is_gone_without_asking_again() -> None:
+    api = FakeKube(agent_body())
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    work, valkey = make(api)
+
+    async def pods_unreadable(namespace: str, name: str) -> dict[str, Any] | None:
+        raise kube.KubernetesUnavailable("the watch alone must decide this")
+
+    api.get_pod = pods_unreadable  # type: ignore[method-assign]
+
+    async def watch_event() -> set[str]:
+        work.observed_pod(running_pod(), gone=True)
+        return set(work._dirty)
+
+    assert asyncio.run(watch_event()) == {KEY}
+    reconcile(work)
+    assert api.body["status"]["reason"] == "WorkloadLost"  # type: ignore[index]
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.FAILED]
+
+
+def test_no_pod_is_made_for_an_agent_changed_since_it_was_read() -> None:
+    api = FakeKube(agent_body())
+    work, _ = make(api)
+    work.observed(KEY, copy.deepcopy(api.body))  # type: ignore[arg-type]
+    api.body["spec"]["desiredPhase"] = "Killed"  # type: ignore[index]
+    api._bump()
+    with pytest.raises(kube.Conflict, match="changed since it was read"):
+        reconcile(work)
+    assert api.pod is None
 
 
 def test_a_kill_under_way_ends_killed_even_if_its_switch_is_disengaged() -> None:
