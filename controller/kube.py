@@ -90,6 +90,17 @@ def context_namespace(kubeconfig: str | None, context: str | None = None) -> str
     return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
+def bearer_token(config: kubernetes.client.Configuration) -> str | None:
+    """The ``Authorization`` value of a token credential (``Bearer ...``), if there is one.
+
+    The kubernetes library keeps a kubeconfig's token and the in-cluster
+    ServiceAccount's (refreshed as the kubelet rotates it) under ``BearerToken``;
+    older releases used ``authorization``.
+    """
+    token: str | None = config.get_api_key_with_prefix("BearerToken", alias="authorization")
+    return token
+
+
 def _error(status: int, text: str) -> ApiError:
     try:
         message = str(json.loads(text).get("message") or text)
@@ -117,10 +128,8 @@ class Kube:
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self, content_type: str) -> dict[str, str]:
-        if self.config.refresh_api_key_hook is not None:  # pragma: no cover - exec/OIDC plugins
-            self.config.refresh_api_key_hook(self.config)
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        token = self.config.get_api_key_with_prefix("authorization")
+        token = bearer_token(self.config)  # refreshed first, where the credential can be
         if token:
             headers["Authorization"] = token
         return headers
