@@ -7,8 +7,11 @@
   server of this session's own (never the ``make up`` one: tests flush it).
 - ``valkey_url`` (per test): that server, flushed before the test.
 - ``namespace`` (per test): a fresh namespace whose default ServiceAccount exists.
-- ``operator`` (per test): ``python -m controller run`` as a real subprocess; its
-  log is attached to the test report when the test fails.
+- ``operator_identity`` (session): deploy/'s ServiceAccount with deploy/'s RBAC
+  applied, and a kubeconfig with a token for it (``tests/identity.py``).
+- ``operator`` (per test): ``python -m controller run`` as a real subprocess, under
+  that identity unless a test asks for the admin's; its log is attached to the
+  test report when the test fails.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from typing import Final
 
 import pytest
 import redis
+import yaml
 
 from localcluster import cluster as localcluster
 from localcluster import procs
 from localcluster import valkey as localvalkey
+from tests import identity
 from tests.helpers import wait_for
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -190,6 +195,51 @@ def restartable_valkey(tmp_path: Path) -> Iterator[RestartableValkey]:
         server.stop()
 
 
+# --- the operator's own identity ---
+
+
+@pytest.fixture(scope="session")
+def operator_identity(
+    crds: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[identity.Identity]:
+    """deploy/'s ServiceAccount, ClusterRole, Role and bindings, applied for this session only.
+
+    Operators run under it, so every e2e scenario proves that deploy/'s RBAC is enough.
+    """
+    workdir = tmp_path_factory.mktemp("identity")
+    objects = identity.render(KUBECTL, workdir, uuid.uuid4().hex[:8])
+    manifest = yaml.safe_dump_all(objects)
+    namespace, account = identity.service_account(objects)
+    crds.kubectl("apply", "-f", "-", stdin=manifest)
+    try:
+        token = crds.kubectl(
+            "create", "token", account, "-n", namespace, f"--duration={identity.TOKEN_DURATION}"
+        ).strip()
+        kubeconfig = identity.write_kubeconfig(
+            crds.kubectl("config", "view", "--raw", "--minify", "-o", "json"),
+            token,
+            workdir / "kubeconfig",
+            namespace,
+        )
+        found = identity.Identity(namespace, account, kubeconfig, tuple(objects))
+        # RBAC takes effect once the authorizer's informers have seen the binding.
+        wait_for(
+            lambda: (
+                crds.kubectl(
+                    "auth", "can-i", "watch", "agents", "-A", f"--as={found.username}", check=False
+                ).strip()
+                == "yes"
+            ),
+            timeout=30,
+            what=f"the binding of {found.username}",
+        )
+        yield found
+    finally:
+        crds.kubectl(
+            "delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=manifest, check=False
+        )
+
+
 # --- the operator as a real process ---
 
 
@@ -228,9 +278,16 @@ _OPERATOR_LOGS = pytest.StashKey[list[Path]]()
 class Operators:
     """Starts operator processes for one test; stops every one of them at its end."""
 
-    def __init__(self, request: pytest.FixtureRequest, cluster: Cluster, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        request: pytest.FixtureRequest,
+        cluster: Cluster,
+        tmp_path: Path,
+        operator_identity: identity.Identity,
+    ) -> None:
         self.cluster = cluster
         self.tmp_path = tmp_path
+        self.identity = operator_identity
         self.running: list[Operator] = []
         self.logs = request.node.stash.setdefault(_OPERATOR_LOGS, [])
 
@@ -239,12 +296,21 @@ class Operators:
         valkey_url: str,
         namespace: str | None = None,
         ready: bool = True,
+        admin: bool = False,
         **settings: str,
     ) -> Operator:
-        """An operator process; ``settings`` are extra environment (MAX_CONCURRENT_AGENTS=...)."""
+        """An operator process; ``settings`` are extra environment (MAX_CONCURRENT_AGENTS=...).
+
+        It runs as deploy/'s ServiceAccount; ``admin=True`` gives it the cluster admin's
+        credentials instead, for a test that must do what the operator may not.
+        """
         log_path = self.tmp_path / f"operator-{len(self.logs) + 1}.log"
         self.logs.append(log_path)
-        env = {**self.cluster.env, "VALKEY_URL": valkey_url, **settings}
+        # Probes and metrics on loopback, on a free port unless the test names one.
+        local = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0"}
+        env = {**self.cluster.env, "VALKEY_URL": valkey_url, **local, **settings}
+        if not admin:
+            env["KUBECONFIG"] = str(self.identity.kubeconfig)
         if namespace:
             env["WATCH_NAMESPACES"] = namespace
         with log_path.open("wb") as log_file:
@@ -267,8 +333,13 @@ class Operators:
 
 
 @pytest.fixture
-def operators(request: pytest.FixtureRequest, crds: Cluster, tmp_path: Path) -> Iterator[Operators]:
-    factory = Operators(request, crds, tmp_path)
+def operators(
+    request: pytest.FixtureRequest,
+    crds: Cluster,
+    tmp_path: Path,
+    operator_identity: identity.Identity,
+) -> Iterator[Operators]:
+    factory = Operators(request, crds, tmp_path, operator_identity)
     try:
         yield factory
     finally:
