@@ -23,7 +23,12 @@ log = logging.getLogger("controller")
 async def run(config: settings.Settings) -> None:
     kube_config = kube.load_config(config.kubeconfig)
     api = kube.Kube(kube_config)
-    conn = mirror.client(config.valkey_url)
+    conn = mirror.client(
+        config.valkey_url,
+        ca_file=config.valkey_ca_file,
+        cert_file=config.valkey_cert_file,
+        key_file=config.valkey_key_file,
+    )
     try:
         server = await api.server_info()
         log.info("connected to Kubernetes %s at %s", server.version, server.host)

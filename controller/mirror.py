@@ -28,7 +28,7 @@ import datetime
 import enum
 import urllib.parse
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio
 import redis.asyncio.retry
@@ -65,8 +65,33 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def client(url: str, attempts: int = CONNECT_ATTEMPTS) -> redis.asyncio.Redis:
-    """A client that retries a failed command ``attempts`` times with exponential backoff."""
+def client(
+    url: str,
+    attempts: int = CONNECT_ATTEMPTS,
+    *,
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
+) -> redis.asyncio.Redis:
+    """A client that retries a failed command ``attempts`` times with exponential backoff.
+
+    For ``rediss://`` the server's certificate and host name are always checked,
+    against ``ca_file`` (a PEM bundle) or else the system's trust store;
+    ``cert_file`` (with ``key_file``, or holding the key) is a client
+    certificate for servers that ask for one. TLS files with any other URL are a
+    ValueError: they would silently go unused.
+    """
+    tls: dict[str, Any] = {}
+    if url.startswith("rediss://"):
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+            "ssl_ca_certs": ca_file or None,
+            "ssl_certfile": cert_file or None,
+            "ssl_keyfile": key_file or None,
+        }
+    elif ca_file or cert_file or key_file:
+        raise ValueError(f"TLS files are for rediss:// URLs, not {redact(url)}")
     return redis.asyncio.Redis.from_url(
         url,
         socket_connect_timeout=5,
@@ -75,22 +100,24 @@ def client(url: str, attempts: int = CONNECT_ATTEMPTS) -> redis.asyncio.Redis:
             redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts
         ),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        **tls,
     )
 
 
 async def server_info(conn: redis.asyncio.Redis, url: str) -> ServerInfo:
-    """PING and INFO the server: proves the address and credentials work."""
+    """HELLO the server: proves the address, TLS and credentials work.
+
+    HELLO rather than INFO: every user may run it, so the operator's ACL needs
+    nothing from ``@dangerous`` (where INFO is).
+    """
     try:
-        await conn.ping()
-        info = await conn.info("server")
+        hello = await conn.execute_command("HELLO")
     except redis.exceptions.RedisError as exc:
         raise ValkeyUnavailable(f"cannot reach Valkey at {redact(url)}: {exc}") from None
-    # Valkey reports itself as server_name:valkey; Redis has no such field.
-    return ServerInfo(
-        address=redact(url),
-        server=str(info.get("server_name", "redis")),
-        version=str(info.get("valkey_version", info.get("redis_version", "?"))),
-    )
+    # RESP3 answers a map; RESP2 a flat list of names and values.
+    fields = hello if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2], strict=True))
+    info = {_text(k): _text(v) for k, v in fields.items() if isinstance(v, bytes | str)}
+    return ServerInfo(address=redact(url), server=info["server"], version=info["version"])
 
 
 # --- the scripts ---

@@ -2,7 +2,9 @@
 
 Installed with the package as the executable ``kubectl-agents``, so kubectl
 finds it as a plugin. It uses the kubeconfig, context and namespace flags as
-kubectl does, and ``VALKEY_URL`` (or ``--valkey-url``) for the event stream.
+kubectl does, and ``VALKEY_URL`` (or ``--valkey-url``) for the event stream,
+with the operator's TLS settings (``VALKEY_CA_FILE`` or ``--valkey-ca-file``,
+``VALKEY_CERT_FILE``, ``VALKEY_KEY_FILE``), checked by the same rules.
 
 Exit codes: 0 done; 1 the request failed (unknown agent, views disagree, wait
 timed out); 2 a usage error (bad flag or selector); 3 the cluster cannot be
@@ -23,7 +25,7 @@ from typing import Any, Final, cast
 
 import redis.exceptions
 
-from controller import killswitch, kube, lifecycle, mirror, models
+from controller import killswitch, kube, lifecycle, mirror, models, settings
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -99,11 +101,28 @@ class Context:
         self.namespace = args.namespace or kube.context_namespace(kubeconfig, args.context)
         self.valkey_url = args.valkey_url or os.environ.get("VALKEY_URL", "")
         self.prefix = os.environ.get("VALKEY_KEY_PREFIX", mirror.DEFAULT_PREFIX)
+        self.valkey_tls = {
+            "VALKEY_CA_FILE": args.valkey_ca_file or os.environ.get("VALKEY_CA_FILE", ""),
+            "VALKEY_CERT_FILE": os.environ.get("VALKEY_CERT_FILE", ""),
+            "VALKEY_KEY_FILE": os.environ.get("VALKEY_KEY_FILE", ""),
+        }
 
     def mirror(self) -> mirror.Mirror:
         if not self.valkey_url:
             raise Failed("no Valkey to read: set VALKEY_URL or pass --valkey-url", USAGE)
-        return mirror.Mirror(mirror.client(self.valkey_url, attempts=2), prefix=self.prefix)
+        try:
+            # The operator's own rules, so a setting that works for one works for the other.
+            config = settings.load({"VALKEY_URL": self.valkey_url, **self.valkey_tls})
+        except settings.SettingsError as exc:
+            raise Failed(str(exc), USAGE) from None
+        conn = mirror.client(
+            config.valkey_url,
+            attempts=2,
+            ca_file=config.valkey_ca_file,
+            cert_file=config.valkey_cert_file,
+            key_file=config.valkey_key_file,
+        )
+        return mirror.Mirror(conn, prefix=self.prefix)
 
     async def close(self) -> None:
         await self.kube.close()
@@ -341,6 +360,11 @@ def _common(default: Any) -> argparse.ArgumentParser:
     common.add_argument("--context", help="the kubeconfig context to use")
     common.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
     common.add_argument("--valkey-url", help="Valkey to read events from (default: $VALKEY_URL)")
+    common.add_argument(
+        "--valkey-ca-file",
+        help="PEM CA bundle that signed a rediss:// Valkey's certificate "
+        "(default: $VALKEY_CA_FILE, else the system's trust store)",
+    )
     return common
 
 
@@ -352,7 +376,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="kubectl agents",
         description="Stop, watch and check AI agents run by the agent lifecycle operator.",
-        epilog="Exit codes: 0 done, 1 failed, 2 usage, 3 no cluster, 4 no Valkey.",
+        epilog="A client certificate for Valkey comes from $VALKEY_CERT_FILE (and "
+        "$VALKEY_KEY_FILE). Exit codes: 0 done, 1 failed, 2 usage, 3 no cluster, 4 no Valkey.",
         parents=[_common(None)],
     )
     sub = root.add_subparsers(dest="command", required=True)

@@ -3,11 +3,15 @@
 Every setting of DESIGN.md ("Configuration") is a field here with its default
 and its bounds. A bad value stops start-up with one line that names the
 variable, the value and what is wrong with it (``SettingsError``), rather than a
-traceback.
+traceback. The TLS files are loaded here, as the client would load them, so a
+missing file, a bundle that holds no certificate or a key that does not match its
+certificate is such a line too, not a handshake error at the first connection.
 """
 
 from __future__ import annotations
 
+import pathlib
+import ssl
 from collections.abc import Mapping
 from typing import Annotated, Final
 
@@ -27,6 +31,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
     valkey_url: str = DEFAULT_VALKEY_URL
+    # TLS for rediss:// (empty: the system's trust store, no client certificate). The key
+    # comes before the certificate so that the certificate's check can load the pair.
+    valkey_ca_file: str = ""
+    valkey_key_file: str = ""
+    valkey_cert_file: Annotated[str, pydantic.Field(validate_default=True)] = ""
     valkey_key_prefix: str = "orchestrator:"
     valkey_stream_maxlen: Annotated[int, pydantic.Field(ge=1)] = 100_000
     valkey_deleted_ttl_seconds: Annotated[int, pydantic.Field(ge=1)] = 86_400
@@ -40,6 +49,33 @@ class Settings(BaseSettings):
     def _valkey_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @pydantic.field_validator("valkey_ca_file", "valkey_key_file", "valkey_cert_file")
+    @classmethod
+    def _tls_file(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        key = info.data.get("valkey_key_file", "")
+        if not value:
+            if info.field_name == "valkey_cert_file" and key:
+                raise ValueError("VALKEY_KEY_FILE is set: the certificate it belongs to is needed")
+            return value
+        url = info.data.get("valkey_url")
+        if url is not None and not url.startswith("rediss://"):
+            raise ValueError("VALKEY_URL is not rediss://, so no TLS would be used")
+        context = ssl.create_default_context()
+        try:
+            if info.field_name == "valkey_ca_file":
+                what = " as a PEM CA bundle"
+                context.load_verify_locations(cafile=value)
+            elif info.field_name == "valkey_key_file":
+                what = ""  # loaded with its certificate, next
+                pathlib.Path(value).read_bytes()
+            else:
+                what = " as a PEM client certificate with its key (VALKEY_KEY_FILE, or in it)"
+                # A password never prompts on a terminal: an encrypted key is refused.
+                context.load_cert_chain(value, key or None, password="")
+        except OSError as exc:  # ssl.SSLError is one too
+            raise ValueError(f"cannot read it{what}: {exc.strerror or exc}") from None
         return value
 
     @pydantic.field_validator("watch_namespaces", mode="before")

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from controller import settings
+from localcluster import pki
 
 
 def test_defaults_match_the_design() -> None:
@@ -13,6 +17,7 @@ def test_defaults_match_the_design() -> None:
     assert config.valkey_deleted_ttl_seconds == 86_400
     assert config.watch_namespaces == ()
     assert config.max_concurrent_agents == 0
+    assert (config.valkey_ca_file, config.valkey_cert_file, config.valkey_key_file) == ("", "", "")
 
 
 def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,3 +70,145 @@ def test_a_bad_value_in_the_process_environment_is_reported_the_same_way(
 
 def test_unrelated_variables_are_ignored() -> None:
     assert settings.load({"HOME": "/root", "PATH": "/bin"}) == settings.load({})
+
+
+# --- TLS files: loaded at start-up as the client would load them ---
+
+TLS_URL = "rediss://agent-operator:secret@valkey.example:6380/0"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> pki.Pki:
+    """A CA, a client certificate and key (EC keys: milliseconds), and some bad files."""
+    found = pki.Pki(tmp_path_factory.mktemp("pki"))
+    pki.generate(found)
+    key = serialization.load_pem_private_key(found.client_key(pki.ADMIN).read_bytes(), None)
+    (found.dir / "encrypted.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    (found.dir / "combined.pem").write_bytes(
+        found.client_cert(pki.ADMIN).read_bytes() + found.client_key(pki.ADMIN).read_bytes()
+    )
+    (found.dir / "notes.txt").write_text("not a certificate\n")
+    return found
+
+
+def files(certs: pki.Pki, **names: str) -> dict[str, str]:
+    """The environment: VALKEY_URL rediss:// and the named files (``ca``, ``cert``, ``key``)."""
+    paths = {
+        "ca": certs.ca_cert,
+        "cert": certs.client_cert(pki.ADMIN),
+        "key": certs.client_key(pki.ADMIN),
+        "other-key": certs.client_key(pki.KWOK),
+        "encrypted-key": certs.dir / "encrypted.key",
+        "combined": certs.dir / "combined.pem",
+        "notes": certs.dir / "notes.txt",
+        "missing": certs.dir / "missing.pem",
+    }
+    environ = {"VALKEY_URL": TLS_URL}
+    for setting, name in names.items():
+        environ[f"VALKEY_{setting.upper()}_FILE"] = str(paths[name])
+    return environ
+
+
+@pytest.mark.parametrize(
+    "names",
+    [{"ca": "ca"}, {"ca": "ca", "cert": "cert", "key": "key"}, {"cert": "combined"}],
+    ids=[
+        "a CA bundle",
+        "a CA bundle, a client certificate and its key",
+        "a client certificate holding its key",
+    ],
+)
+def test_tls_files_that_load_are_taken(certs: pki.Pki, names: dict[str, str]) -> None:
+    environ = files(certs, **names)
+    config = settings.load(environ)
+    assert config.valkey_ca_file == environ.get("VALKEY_CA_FILE", "")
+    assert config.valkey_cert_file == environ.get("VALKEY_CERT_FILE", "")
+    assert config.valkey_key_file == environ.get("VALKEY_KEY_FILE", "")
+
+
+BAD_TLS = {
+    "a CA file that does not exist": (
+        {"ca": "missing"},
+        "VALKEY_CA_FILE",
+        "cannot read it as a PEM CA bundle: No such file or directory",
+    ),
+    "a CA file without a certificate": (
+        {"ca": "notes"},
+        "VALKEY_CA_FILE",
+        "cannot read it as a PEM CA bundle: [X509: NO_CERTIFICATE_OR_CRL_FOUND]",
+    ),
+    "a key that does not exist": (
+        {"cert": "cert", "key": "missing"},
+        "VALKEY_KEY_FILE",
+        "cannot read it: No such file or directory",
+    ),
+    "a key without its certificate": (
+        {"key": "key"},
+        "VALKEY_CERT_FILE",
+        "VALKEY_KEY_FILE is set: the certificate it belongs to is needed",
+    ),
+    "a key of another certificate": (
+        {"cert": "cert", "key": "other-key"},
+        "VALKEY_CERT_FILE",
+        "cannot read it as a PEM client certificate with its key "
+        "(VALKEY_KEY_FILE, or in it): [X509: KEY_VALUES_MISMATCH]",
+    ),
+    "an encrypted key (it would prompt for a passphrase)": (
+        {"cert": "cert", "key": "encrypted-key"},
+        "VALKEY_CERT_FILE",
+        "cannot read it as a PEM client certificate with its key",
+    ),
+    "a certificate without a key": (
+        {"cert": "cert"},
+        "VALKEY_CERT_FILE",
+        "cannot read it as a PEM client certificate with its key",
+    ),
+}
+
+
+@pytest.mark.parametrize(("names", "variable", "complaint"), BAD_TLS.values(), ids=BAD_TLS.keys())
+def test_a_bad_tls_file_is_one_line_naming_the_variable(
+    certs: pki.Pki, names: dict[str, str], variable: str, complaint: str
+) -> None:
+    environ = files(certs, **names)
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(environ)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"invalid setting {variable}={environ.get(variable, '')!r}: ")
+    assert complaint in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize("setting", ["ca", "cert", "key"])
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "unix:///run/valkey.sock"], ids=["redis://", "unix://"]
+)
+def test_a_tls_file_without_a_rediss_url_is_refused_rather_than_ignored(
+    certs: pki.Pki, setting: str, url: str
+) -> None:
+    environ = {**files(certs, **{setting: setting}), "VALKEY_URL": url}
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(environ)
+    variable = f"VALKEY_{setting.upper()}_FILE"
+    assert str(caught.value) == (
+        f"invalid setting {variable}={environ[variable]!r}: "
+        "Value error, VALKEY_URL is not rediss://, so no TLS would be used"
+    )
+
+
+def test_tls_files_come_from_the_process_environment_too(
+    certs: pki.Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in files(certs, ca="ca").items():
+        monkeypatch.setenv(name, value)
+    assert settings.load().valkey_ca_file == str(certs.ca_cert)
+    monkeypatch.setenv("VALKEY_CA_FILE", str(Path(certs.dir, "missing.pem")))
+    with pytest.raises(settings.SettingsError, match=r"^invalid setting VALKEY_CA_FILE="):
+        settings.load()
