@@ -138,5 +138,10 @@ def start(
     auth = f":{password}@" if password else ""
     url = f"{'rediss' if tls else 'redis'}://{auth}127.0.0.1:{port}/0"
     probe = tls.probe_kwargs() if tls else {}
-    procs.wait_ready(proc, lambda: is_ready(url, **probe), "answering PING", READY_TIMEOUT)
+    try:
+        procs.wait_ready(proc, lambda: is_ready(url, **probe), "answering PING", READY_TIMEOUT)
+    except procs.ProcessError:
+        # The caller gets no Proc to stop, so a server that never answered must not linger.
+        procs.stop(proc)
+        raise
     return proc, url
