@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,14 +186,18 @@ def test_mutual_tls_wants_a_client_certificate_our_ca_signed(
 ) -> None:
     ours, other = authorities.ours, authorities.other
     ca_file = str(ours.ca_cert)
-    assert "certificate required" in refusal(mtls_url, ca_file=ca_file)
-    # Signed by a CA of the same name, but not ours: the server ends the handshake.
-    assert "alert" in refusal(
+    # In TLS 1.3 the server judges the client's certificate after the client has finished
+    # its side of the handshake: the client reads the server's alert or, when the close
+    # outruns it, a reset. Either way the server refused.
+    assert re.search(r"certificate required|Connection reset", refusal(mtls_url, ca_file=ca_file))
+    # Signed by a CA of the same name, but not ours.
+    stranger = refusal(
         mtls_url,
         ca_file=ca_file,
         cert_file=str(other.client_cert(pki.KWOK)),
         key_file=str(other.client_key(pki.KWOK)),
     )
+    assert re.search(r"alert|Connection reset", stranger)
     environ = {
         "VALKEY_URL": mtls_url,
         "VALKEY_CA_FILE": ca_file,
