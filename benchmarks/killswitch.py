@@ -86,7 +86,13 @@ async def one_size(
     log = (Path(tempfile.gettempdir()) / f"{namespace}-operator.log").open("wb")
     operator = subprocess.Popen(
         [sys.executable, "-m", "controller", "run"],
-        env={**env, "VALKEY_URL": valkey_url, "WATCH_NAMESPACES": namespace},
+        env={
+            **env,
+            "VALKEY_URL": valkey_url,
+            "WATCH_NAMESPACES": namespace,
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": "0",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,

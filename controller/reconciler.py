@@ -32,7 +32,7 @@ from typing import Any, Final
 import pydantic
 import redis.exceptions
 
-from controller import killswitch, kube, lifecycle, mirror, models, status, workload
+from controller import killswitch, kube, lifecycle, metrics, mirror, models, status, workload
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ class Reconciler:
         clock: Callable[[], datetime.datetime] = utcnow,
         namespaces: tuple[str, ...] = (),
         max_concurrent: int = 0,
+        metrics_: metrics.Metrics | None = None,
     ) -> None:
         self.kube = api
+        self.metrics = metrics_ or metrics.Metrics()
+        self.metrics.watch_fleet(self.fleet)
         self.mirror = mirror_
         self.workers = workers
         self.clock = clock
@@ -88,6 +91,15 @@ class Reconciler:
         self._agents: dict[str, dict[str, Any]] = {}
         # Agent key -> its Pod as last watched, or None once the watch saw it deleted.
         self._pods: dict[str, dict[str, Any] | None] = {}
+
+    def fleet(self) -> metrics.Fleet:
+        """The agents as this process knows them, for the metrics' gauges."""
+        phases: dict[str, int] = {}
+        for body in self._agents.values():
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            phases[phase] = phases.get(phase, 0) + 1
+        behind = sum(1 for key in self._agents if key not in self._in_sync)
+        return metrics.Fleet(phases, behind, self._queue.qsize())
 
     # --- the queue ---
 
@@ -320,6 +332,10 @@ class Reconciler:
             after = status.after(before, transition, life, agent.metadata.generation, self.clock())
             body = await self._write_status(agent, _dump(after))
             agent = models.Agent.model_validate(body)
+            written_at = self.clock()
+            self.metrics.written(before.phase, transition.to, transition.at, written_at)
+            if transition.reason == lifecycle.Reason.KILLSWITCH_ENGAGED:
+                self.metrics.killswitch_kills.inc()
             step = mirror.Step(
                 seq=life.seq,
                 from_=before.phase,
@@ -333,6 +349,8 @@ class Reconciler:
                 pod_name=after.pod_name,
             )
             mirrored = mirrored and await self._mirror(body, ref, step)
+            if mirrored:
+                self.metrics.mirrored(transition.at, written_at, self.clock())
             kind = "Warning" if transition.to is lifecycle.Phase.FAILED else "Normal"
             sentence = transition.error or transition.message or transition.reason
             await self.kube.post_event(body, kind, transition.to, sentence)
@@ -369,6 +387,7 @@ class Reconciler:
         try:
             result = await self.mirror.record(ref, step)
         except redis.exceptions.RedisError as exc:
+            self.metrics.mirror_errors.inc()
             self._in_sync.discard(key)  # resync replays what is missed, once Valkey is back
             await self._warn_once(body, VALKEY_UNREACHABLE, f"Valkey is unreachable: {exc}")
             return False
@@ -382,10 +401,12 @@ class Reconciler:
         """Bring the mirror up to the status; False (and a Warning once) if Valkey is down."""
         ref = mirror.AgentRef.of(agent)
         try:
-            await self.mirror.resync(ref, agent.status)
+            results = await self.mirror.resync(ref, agent.status)
         except redis.exceptions.RedisError as exc:
+            self.metrics.mirror_errors.inc()
             await self._warn_once(body, VALKEY_UNREACHABLE, f"Valkey is unreachable: {exc}")
             return False
+        self.metrics.mirror_replays.inc(sum(r.outcome is mirror.Outcome.APPLIED for r in results))
         self._in_sync.add(ref.ref)
         return True
 

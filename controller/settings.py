@@ -10,7 +10,9 @@ certificate is such a line too, not a handshake error at the first connection.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Annotated, Final
@@ -43,6 +45,15 @@ class Settings(BaseSettings):
     max_concurrent_agents: Annotated[int, pydantic.Field(ge=0)] = 0
     # Kubernetes credentials: a kubeconfig path list, else ~/.kube/config, else in-cluster.
     kubeconfig: str | None = None
+    # /healthz, /readyz and /metrics (port 0: any free port, logged at start-up).
+    http_host: str = "0.0.0.0"
+    http_port: Annotated[int, pydantic.Field(ge=0, le=65535)] = 8080
+    # Leader election on a Lease in this namespace (empty: none, this process always acts).
+    leader_election_namespace: str = ""
+    lease_name: str = "agent-lifecycle-operator"
+    lease_duration_seconds: Annotated[float, pydantic.Field(ge=2, le=300)] = 15.0
+    # This replica's name in the Lease (the Deployment sets it from the Pod's name).
+    pod_name: str = pydantic.Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @pydantic.field_validator("valkey_url")
     @classmethod

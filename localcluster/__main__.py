@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         **os.environ,
         "KUBECONFIG": str(endpoints.kubeconfig),
         "VALKEY_URL": endpoints.valkey_url,
+        # The operator's probes and metrics: loopback only, as everything `make up` starts.
+        "HTTP_HOST": os.environ.get("HTTP_HOST", "127.0.0.1"),
     }
     operator: subprocess.Popen[bytes] | None = None
     try:

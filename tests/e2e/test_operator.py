@@ -55,10 +55,11 @@ def agree(
     name: str,
     phase: str,
     timeout: float = 30,
+    describe: bool = True,
 ) -> dict[str, Any]:
     """Wait until the agent is in ``phase`` and all three views say so."""
     return wait_for(
-        lambda: views.check(cluster, url, feed, namespace, name, phase),
+        lambda: views.check(cluster, url, feed, namespace, name, phase, describe),
         timeout,
         f"{name} to be {phase} in status, Valkey and events",
     )

@@ -18,6 +18,10 @@ def test_defaults_match_the_design() -> None:
     assert config.watch_namespaces == ()
     assert config.max_concurrent_agents == 0
     assert (config.valkey_ca_file, config.valkey_cert_file, config.valkey_key_file) == ("", "", "")
+    assert (config.http_host, config.http_port) == ("0.0.0.0", 8080)
+    assert config.leader_election_namespace == ""  # no election: the process acts at once
+    assert (config.lease_name, config.lease_duration_seconds) == ("agent-lifecycle-operator", 15)
+    assert config.pod_name  # host name and process id: unique among replicas
 
 
 def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,6 +42,8 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         ("VALKEY_DELETED_TTL_SECONDS", "-5", "greater than or equal to 1"),
         ("MAX_CONCURRENT_AGENTS", "-1", "greater than or equal to 0"),
         ("VALKEY_URL", "http://valkey:6379", "must start with redis://"),
+        ("HTTP_PORT", "70000", "less than or equal to 65535"),
+        ("LEASE_DURATION_SECONDS", "1", "greater than or equal to 2"),
     ],
     ids=[
         "a stream length that is not a number",
@@ -45,6 +51,8 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         "a negative deletion TTL",
         "a negative concurrency limit",
         "a Valkey URL with a web scheme",
+        "a port that does not exist",
+        "a lease too short to renew",
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_and_value(

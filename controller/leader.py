@@ -1,0 +1,142 @@
+"""Leader election on a coordination.k8s.io Lease: of several replicas, one acts.
+
+As client-go's leaderelection: a candidate takes the Lease when it is free or
+its holder has not renewed it for ``duration``, measured on the candidate's own
+clock from when it last saw the record change (so clock skew between nodes does
+not matter); the holder renews it every ``retry`` seconds. Every write carries
+the resourceVersion it was decided on, so two candidates never both win.
+
+A holder that cannot renew within ``deadline`` (shorter than ``duration``)
+stops acting before anyone else may take over: ``hold`` raises ``LostLease``
+and the process exits, to come back as a candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from controller import kube
+
+log = logging.getLogger(__name__)
+
+LEASES: Final = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+class LostLease(RuntimeError):
+    """This process could not renew its Lease in time: it must stop acting."""
+
+
+def _micro_time(at: datetime.datetime) -> str:
+    return at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass
+class Lease:
+    api: kube.Kube
+    namespace: str
+    name: str
+    identity: str
+    duration: float = 15.0
+    deadline: float = 10.0
+    retry: float = 2.0
+    monotonic: Callable[[], float] = time.monotonic
+    # What was last seen of the record, and when (on our own clock).
+    _seen: tuple[str, str] | None = None
+    _seen_at: float = 0.0
+    _renewed_at: float = 0.0
+
+    @property
+    def path(self) -> str:
+        return LEASES.format(namespace=self.namespace) + f"/{self.name}"
+
+    async def acquire(self) -> None:
+        """Return once this process holds the Lease (a standby waits here)."""
+        while not await self.try_acquire_or_renew():
+            await asyncio.sleep(self.retry)
+        log.info("leader: %s holds lease %s/%s", self.identity, self.namespace, self.name)
+
+    async def hold(self) -> None:
+        """Renew the Lease until cancelled. Raise ``LostLease`` once another holder shows, or
+        it could not be renewed for ``deadline`` seconds (someone else may take it ``duration``
+        after the last renewal): by then this process must have stopped acting."""
+        while True:
+            await asyncio.sleep(self.retry)
+            try:
+                # One try may take a retry period (at least a second), never the deadline.
+                async with asyncio.timeout(max(self.retry, 1.0)):
+                    if await self.try_acquire_or_renew():
+                        continue
+            except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
+                log.warning("leader: cannot renew lease %s: %s", self.name, exc or "timed out")
+            holder = self._seen[0] if self._seen else ""
+            if holder not in ("", self.identity):
+                raise LostLease(f"lease {self.namespace}/{self.name} is held by {holder} now")
+            if self.monotonic() - self._renewed_at >= self.deadline:
+                raise LostLease(
+                    f"lease {self.namespace}/{self.name} not renewed for {self.deadline:g} s"
+                )
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One round: take or renew the Lease if it is ours to have; whether we hold it."""
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            current = await self.api.request("GET", self.path)
+        except kube.NotFound:
+            return await self._write("POST", self._record(now, now, transitions=0))
+        spec = current.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        seen = (holder, str(spec.get("renewTime") or ""))
+        if seen != self._seen:
+            self._seen, self._seen_at = seen, self.monotonic()
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            acquired = spec.get("acquireTime") or _micro_time(now)
+            record = self._record(now, acquired, transitions)
+        elif holder and self.monotonic() - self._seen_at < self.duration:
+            return False  # held, and renewed recently as far as we have seen
+        else:
+            record = self._record(now, _micro_time(now), transitions + 1)
+        record["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return await self._write("PUT", record)
+
+    async def release(self) -> None:
+        """Give the Lease up on a clean exit, so a standby need not wait for it to expire."""
+        try:
+            current = await self.api.request("GET", self.path)
+            if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            current["spec"] = {**current["spec"], "holderIdentity": None}
+            await self.api.request("PUT", self.path, current)
+        except (kube.ApiError, kube.KubernetesUnavailable) as exc:
+            log.warning("leader: could not release lease %s: %s", self.name, exc)
+
+    def _record(
+        self, now: datetime.datetime, acquired: datetime.datetime | str, transitions: int
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": max(1, round(self.duration)),
+                "acquireTime": acquired if isinstance(acquired, str) else _micro_time(acquired),
+                "renewTime": _micro_time(now),
+                "leaseTransitions": transitions,
+            },
+        }
+
+    async def _write(self, method: str, record: dict[str, Any]) -> bool:
+        path = self.path if method == "PUT" else LEASES.format(namespace=self.namespace)
+        try:
+            await self.api.request(method, path, record)
+        except kube.Conflict:
+            return False  # another candidate wrote first
+        self._renewed_at = self.monotonic()
+        return True
