@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 import kopf
 import kubernetes
@@ -24,6 +24,7 @@ import redis.asyncio
 from controller import handlers, kube, leader, metrics, mirror, probes, reconciler, settings
 
 log = logging.getLogger("controller")
+STOP_TIMEOUT: Final = 10.0
 
 
 async def run(config: settings.Settings) -> int:
@@ -103,26 +104,40 @@ async def _serve(
         where = ", ".join(config.watch_namespaces) or "all namespaces"
         log.info("ready; watching agents in %s; waiting for SIGINT or SIGTERM", where)
         workers = asyncio.create_task(work.run())
-        holding = asyncio.create_task(lease.hold()) if lease is not None else None
-        operator = kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not config.watch_namespaces,
-            namespaces=config.watch_namespaces,
-            stop_flag=stop,
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not config.watch_namespaces,
+                namespaces=config.watch_namespaces,
+                stop_flag=stop,
+            )
         )
+        running = {workers, operator}
+        holding = asyncio.create_task(lease.hold()) if lease is not None else None
+        if holding is not None:
+            running.add(holding)
+        # Until a signal ends kopf, the Lease is lost, or something dies.
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        # Stop acting first: the workers are what writes.
+        for task in (workers, holding):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        stop.set()
         try:
-            if holding is not None and not await _until_first(holding, operator):
-                return 0
-            await operator
-        except leader.LostLease as exc:
-            log.error("stopping at once: %s", exc)
-            return 1
-        finally:
-            workers.cancel()
-            await asyncio.gather(workers, return_exceptions=True)
+            await asyncio.wait_for(asyncio.gather(operator, return_exceptions=True), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("kopf did not stop within %g s; leaving it", STOP_TIMEOUT)
+        failure = next(
+            (t.exception() or "ended" for t in done if t is not operator and not t.cancelled()),
+            None,
+        )
+        if failure is not None:
+            log.error("stopping at once: %s", failure)
+            return 1  # restarted, as a standby if another replica leads by then
         if lease is not None:
-            await lease.release()
+            await lease.release()  # a rolling update hands over at once
         log.info("stopping")
         return 0
     finally:

@@ -56,54 +56,72 @@ class Lease:
         return LEASES.format(namespace=self.namespace) + f"/{self.name}"
 
     async def acquire(self) -> None:
-        """Return once this process holds the Lease (a standby waits here)."""
-        while not await self.try_acquire_or_renew():
+        """Return once this process holds the Lease (a standby waits here). An API server
+        that does not answer is waited out, never fatal: it is often why a leader failed."""
+        while True:
+            try:
+                async with asyncio.timeout(self.duration):
+                    if await self.try_acquire_or_renew():
+                        break
+            except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
+                log.warning("leader: cannot read lease %s: %s", self.name, _why(exc))
             await asyncio.sleep(self.retry)
         log.info("leader: %s holds lease %s/%s", self.identity, self.namespace, self.name)
 
     async def hold(self) -> None:
         """Renew the Lease until cancelled. Raise ``LostLease`` once another holder shows, or
-        it could not be renewed for ``deadline`` seconds (someone else may take it ``duration``
-        after the last renewal): by then this process must have stopped acting."""
+        by ``deadline`` seconds after the last renewal began (another candidate may take the
+        Lease ``duration`` after it saw that renewal, which is later): by then this process
+        must stop acting. No try may run past the deadline."""
         while True:
-            await asyncio.sleep(self.retry)
-            try:
-                # One try may take a retry period (at least a second), never the deadline.
-                async with asyncio.timeout(max(self.retry, 1.0)):
-                    if await self.try_acquire_or_renew():
-                        continue
-            except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
-                log.warning("leader: cannot renew lease %s: %s", self.name, exc or "timed out")
-            holder = self._seen[0] if self._seen else ""
-            if holder not in ("", self.identity):
-                raise LostLease(f"lease {self.namespace}/{self.name} is held by {holder} now")
-            if self.monotonic() - self._renewed_at >= self.deadline:
+            await asyncio.sleep(max(0.0, min(self.retry, self._left())))
+            left = self._left()
+            if left <= 0:
                 raise LostLease(
                     f"lease {self.namespace}/{self.name} not renewed for {self.deadline:g} s"
                 )
+            try:
+                async with asyncio.timeout(left):
+                    if await self.try_acquire_or_renew():
+                        continue
+            except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
+                log.warning("leader: cannot renew lease %s: %s", self.name, _why(exc))
+            holder = self._seen[0] if self._seen else ""
+            if holder not in ("", self.identity):
+                raise LostLease(f"lease {self.namespace}/{self.name} is held by {holder} now")
+
+    def _left(self) -> float:
+        return self._renewed_at + self.deadline - self.monotonic()
 
     async def try_acquire_or_renew(self) -> bool:
-        """One round: take or renew the Lease if it is ours to have; whether we hold it."""
+        """One round: take or renew the Lease if it is ours to have; whether we hold it.
+
+        A success counts from when the round began: the record others see cannot be
+        older than that.
+        """
+        began = self.monotonic()
         now = datetime.datetime.now(datetime.UTC)
         try:
             current = await self.api.request("GET", self.path)
         except kube.NotFound:
-            return await self._write("POST", self._record(now, now, transitions=0))
+            return await self._write("POST", self._record(now, now, transitions=0), began)
         spec = current.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         seen = (holder, str(spec.get("renewTime") or ""))
         if seen != self._seen:
-            self._seen, self._seen_at = seen, self.monotonic()
+            self._seen, self._seen_at = seen, began
         transitions = int(spec.get("leaseTransitions") or 0)
+        # The holder's own promise, if it made one; else ours.
+        duration = float(spec.get("leaseDurationSeconds") or self.duration)
         if holder == self.identity:
             acquired = spec.get("acquireTime") or _micro_time(now)
             record = self._record(now, acquired, transitions)
-        elif holder and self.monotonic() - self._seen_at < self.duration:
+        elif holder and self.monotonic() - self._seen_at < duration:
             return False  # held, and renewed recently as far as we have seen
         else:
             record = self._record(now, _micro_time(now), transitions + 1)
         record["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return await self._write("PUT", record)
+        return await self._write("PUT", record, began)
 
     async def release(self) -> None:
         """Give the Lease up on a clean exit, so a standby need not wait for it to expire."""
@@ -132,11 +150,15 @@ class Lease:
             },
         }
 
-    async def _write(self, method: str, record: dict[str, Any]) -> bool:
+    async def _write(self, method: str, record: dict[str, Any], began: float) -> bool:
         path = self.path if method == "PUT" else LEASES.format(namespace=self.namespace)
         try:
             await self.api.request(method, path, record)
         except kube.Conflict:
             return False  # another candidate wrote first
-        self._renewed_at = self.monotonic()
+        self._renewed_at = began
         return True
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or f"no answer in time ({type(exc).__name__})"

@@ -32,7 +32,7 @@ async def problems(
         async with asyncio.timeout(CHECK_TIMEOUT):
             await valkey.ping()
     except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
-        found.append(f"Valkey is unreachable: {exc or 'no answer in time'}")
+        found.append(f"Valkey is unreachable: {str(exc) or 'no answer in time'}")
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             served = await api.request("GET", f"/apis/{api_version}")
@@ -40,7 +40,7 @@ async def problems(
     except kube.NotFound:
         missing = set(KINDS)
     except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
-        found.append(f"the Kubernetes API is unreachable: {exc or 'no answer in time'}")
+        found.append(f"the Kubernetes API is unreachable: {str(exc) or 'no answer in time'}")
         missing = set()
     if missing:
         found.append(f"CRDs not installed: {', '.join(sorted(missing))} ({api_version})")

@@ -89,8 +89,8 @@ class Reconciler:
         # The latest bodies seen (watch events, our own writes): a pass reads these, not the
         # API server; a stale one makes its write fail (Conflict) and is then read afresh.
         self._agents: dict[str, dict[str, Any]] = {}
-        # Agent key -> its Pod as last watched, or None once the watch saw it deleted.
-        self._pods: dict[str, dict[str, Any] | None] = {}
+        # Agent key -> its Pod as last watched, and whether that was its deletion.
+        self._pods: dict[str, tuple[dict[str, Any], bool]] = {}
 
     def fleet(self) -> metrics.Fleet:
         """The agents as this process knows them, for the metrics' gauges."""
@@ -121,9 +121,14 @@ class Reconciler:
             self._agents.pop(key, None)
             self.enqueue(key)
             return
+        before = self._agents.get(key)
         self._agents[key] = body
         written = self._written.get(key)
-        if written is None or body["metadata"].get("resourceVersion") != written:
+        version = body["metadata"].get("resourceVersion")
+        # The echo is worked on after all if an older event had replaced our write's body:
+        # a pass may have acted on that older state in between.
+        stale_between = before is not None and before["metadata"].get("resourceVersion") != version
+        if written is None or version != written or stale_between:
             self.enqueue(key)
 
     def observed_pod(self, body: dict[str, Any], gone: bool = False) -> None:
@@ -132,7 +137,7 @@ class Reconciler:
         for owner in meta.get("ownerReferences", []):
             if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
                 key = f"{meta['namespace']}/{owner['name']}"
-                self._pods[key] = None if gone else body
+                self._pods[key] = (body, gone)
                 self.enqueue(key)
 
     def _enqueue_at(self, key: str, when: datetime.datetime) -> None:
@@ -186,6 +191,8 @@ class Reconciler:
                 kube.KubernetesUnavailable,
                 redis.exceptions.RedisError,
             ) as exc:
+                if isinstance(exc, kube.NotFound):
+                    self._agents.pop(key, None)  # gone meanwhile: the next pass reads afresh
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(RETRY_CAP, RETRY_BASE * 2 ** (failures - 1))
@@ -205,7 +212,11 @@ class Reconciler:
             await self._reconcile_switch(key.removeprefix(SWITCH_PREFIX))
             return
         namespace, name = key.split("/", 1)
-        body = self._agents.get(key) or await self.kube.get_agent(namespace, name)
+        body = self._agents.get(key)
+        if body is None:
+            body = await self.kube.get_agent(namespace, name)
+            if body is not None:
+                self._agents[key] = body
         if body is None:
             self._forget(key)
             return
@@ -228,9 +239,13 @@ class Reconciler:
             agent = models.Agent.model_validate(body)
 
         pod_name = workload.pod_name(agent)
-        pod = await self._read_pod(agent, pod_name)
+        pod, fresh_pod = await self._read_pod(agent, pod_name)
         kill = await self._kill(agent)
         decision = self._decide(agent, pod, kill)
+        if not fresh_pod and any(t.reason in _JUDGED_BY_ABSENCE for t in decision.transitions):
+            # An agent is never failed on the watch's word alone: the API server confirms.
+            pod, fresh_pod = await self._read_pod(agent, pod_name, fresh=True)
+            decision = self._decide(agent, pod, kill)
         if decision.action is lifecycle.Action.CREATE and kill is None:
             # The last word before a Pod exists: the Agent as the API server has it now, and
             # a switch engaged a moment ago, must win.
@@ -261,8 +276,13 @@ class Reconciler:
                 grace = agent.spec.kill_grace_period_seconds
                 body, agent = await self._note_stopping(body, agent, kill)
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
-        if decision.recheck_at is not None:
-            self._enqueue_at(key, decision.recheck_at)
+        overdue = _overdue_at(pod)
+        if overdue is not None:
+            # Look again once it should have gone; a Pod stuck past that, every STOP_SLACK.
+            overdue = max(overdue, self.clock() + STOP_SLACK)
+        recheck = [t for t in (decision.recheck_at, overdue) if t is not None]
+        if recheck:
+            self._enqueue_at(key, min(recheck))
         self._account_slot(key, agent)
 
         if not mirrored:
@@ -270,22 +290,30 @@ class Reconciler:
         if deleting and agent.status.phase in lifecycle.TERMINAL:
             await self._finish_deletion(body, agent)
 
-    async def _read_pod(self, agent: models.Agent, pod_name: str) -> dict[str, Any] | None:
-        """The agent's Pod as last watched. The watch may not have caught up with a Pod made a
-        moment ago, so "none" is asked of the API server when the status says one was made."""
+    async def _read_pod(
+        self, agent: models.Agent, pod_name: str, fresh: bool = False
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The agent's Pod, and whether it was read from the API server just now.
+
+        The watch's copy is trusted when it is of this very Pod (its name and the agent's
+        uid), unless ``fresh`` or it has been stopping for longer than it may take (a
+        deletion a re-listing watch never reported). Otherwise, if the status says a Pod
+        was made, the API server is asked: the watch may not have shown it yet.
+        """
         namespace = agent.metadata.namespace
-        key = f"{namespace}/{agent.metadata.name}"
-        pod = self._pods.get(key)
-        seen = key in self._pods and (pod is None or pod["metadata"]["name"] == pod_name)
-        if not seen and agent.status.pod_name is not None:
-            pod = await self.kube.get_pod(namespace, pod_name)
-        if (
-            pod is None
-            or pod["metadata"]["name"] != pod_name
-            or _owner_uid(pod) != agent.metadata.uid
-        ):
-            return None  # none, or a Pod that is not this agent's: never ours to judge
-        return pod
+        seen = self._pods.get(f"{namespace}/{agent.metadata.name}")
+        if seen is not None and _is_agents_pod(seen[0], pod_name, agent) and not fresh:
+            body, gone = seen
+            overdue = _overdue_at(body)
+            if gone or overdue is None or overdue > self.clock():
+                return (None if gone else body), False
+        if agent.status.pod_name is None and not fresh:
+            return None, False
+        pod = await self.kube.get_pod(namespace, pod_name)
+        if pod is None or not _is_agents_pod(pod, pod_name, agent):
+            return None, True  # none, or a Pod that is not this agent's: never ours to judge
+        self._pods[f"{namespace}/{agent.metadata.name}"] = (pod, False)
+        return pod, True
 
     def _decide(
         self,
@@ -415,7 +443,7 @@ class Reconciler:
     ) -> tuple[dict[str, Any], models.Agent, bool]:
         try:
             pod = await self.kube.create_pod(workload.render(agent))
-            self._pods[f"{agent.metadata.namespace}/{agent.metadata.name}"] = pod
+            self._pods[f"{agent.metadata.namespace}/{agent.metadata.name}"] = (pod, False)
         except kube.Invalid as exc:
             decision = self._decide(agent, None, kill, pod_refused=str(exc))
             await self._warn_once(body, lifecycle.Reason.INVALID_TEMPLATE, str(exc))
@@ -640,6 +668,28 @@ def _wants_a_slot(agent: models.Agent) -> bool:
         and agent.metadata.deletion_timestamp is None
         and agent.spec.desired_phase is models.DesiredPhase.RUNNING
     )
+
+
+# Transitions decided from a Pod's absence or a clock, confirmed with the API server first.
+_JUDGED_BY_ABSENCE: Final = frozenset(
+    {
+        lifecycle.Reason.WORKLOAD_LOST,
+        lifecycle.Reason.SPAWN_TIMEOUT,
+        lifecycle.Reason.DEADLINE_EXCEEDED,
+    }
+)
+# A stopping Pod still there this long after its grace period is read afresh.
+STOP_SLACK: Final = datetime.timedelta(seconds=10)
+
+
+def _overdue_at(pod: dict[str, Any] | None) -> datetime.datetime | None:
+    """When a stopping Pod should have gone (its deletion's due time plus slack)."""
+    due = ((pod or {}).get("metadata") or {}).get("deletionTimestamp")
+    return None if due is None else models.parse_time(due) + STOP_SLACK
+
+
+def _is_agents_pod(pod: dict[str, Any], pod_name: str, agent: models.Agent) -> bool:
+    return pod["metadata"]["name"] == pod_name and _owner_uid(pod) == agent.metadata.uid
 
 
 def _owner_uid(pod: dict[str, Any]) -> str | None:

@@ -133,6 +133,26 @@ def test_a_standby_takes_over_a_burst_from_a_killed_leader_losing_and_repeating_
     for name in names:
         agree(crds, valkey_url, feed, namespace, name, "Completed", timeout=60, describe=False)
 
+    assert second.stop() == 0  # SIGTERM: a clean stop hands the Lease back
+    assert holder(crds, lease_namespace) == ""
+
+
+def test_a_leader_whose_lease_is_taken_stops_acting_and_exits_1(
+    crds: Cluster, operators: Operators, namespace: str, valkey_url: str, lease_namespace: str
+) -> None:
+    acting = operators.start(
+        valkey_url,
+        namespace,
+        POD_NAME="op-a",
+        LEADER_ELECTION_NAMESPACE=lease_namespace,
+        LEASE_DURATION_SECONDS="3",
+    )
+    taken = '{"spec": {"holderIdentity": "op-elsewhere"}}'
+    crds.kubectl("patch", "lease", LEASE, "-n", lease_namespace, "--type=merge", "-p", taken)
+    assert acting.process.wait(timeout=30) == 1
+    assert "stopping at once: lease" in acting.log()
+    assert "is held by op-elsewhere now" in acting.log()
+
 
 def get(url: str) -> tuple[int, str]:
     try:

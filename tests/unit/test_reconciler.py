@@ -392,6 +392,25 @@ def test_the_echo_of_our_own_write_is_cached_but_not_worked_on_again() -> None:
     assert work._agents[KEY] is theirs
 
 
+def test_the_echo_is_worked_on_when_an_older_event_came_in_between() -> None:
+    api = FakeKube(agent_body())
+    work, _ = make(api)
+    reconcile(work)
+    assert api.body is not None
+    ours = copy.deepcopy(api.body)
+    older = copy.deepcopy(api.body)
+    older["metadata"]["resourceVersion"] = str(int(ours["metadata"]["resourceVersion"]) - 1)
+
+    async def watch_events() -> set[str]:
+        work.observed(KEY, older)  # a slow event of the state before our write
+        work._dirty.clear()  # ... which a worker has taken (and may have acted on)
+        work.observed(KEY, ours)  # then our write's echo: the state to act on again
+        return set(work._dirty)
+
+    assert asyncio.run(watch_events()) == {KEY}
+    assert work._agents[KEY] is ours
+
+
 def test_a_stale_cached_agent_is_read_afresh_when_its_write_conflicts() -> None:
     api = FakeKube(agent_body())
     api.body["status"] = recorded("Spawning")  # type: ignore[index]
@@ -430,24 +449,46 @@ def test_a_pod_the_watch_has_not_shown_yet_is_asked_of_the_api_server() -> None:
     assert [s.to for s in valkey.steps] == [lifecycle.Phase.RUNNING]
 
 
-def test_a_pod_the_watch_saw_deleted_is_gone_without_asking_again() -> None:
+def test_the_deleted_pod_of_an_earlier_life_never_fails_the_new_one() -> None:
     api = FakeKube(agent_body())
     api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    api.pod = running_pod()
     work, valkey = make(api)
-
-    async def pods_unreadable(namespace: str, name: str) -> dict[str, Any] | None:
-        raise kube.KubernetesUnavailable("the watch alone must decide this")
-
-    api.get_pod = pods_unreadable  # type: ignore[method-assign]
+    earlier = running_pod()  # the Pod of an Agent of the same name, deleted and re-applied
+    earlier["metadata"]["name"] = "worker-uid0"
+    earlier["metadata"]["labels"]["orchestrator.mosaicstack.dev/agent-uid"] = "uid-0"
 
     async def watch_event() -> set[str]:
-        work.observed_pod(running_pod(), gone=True)
+        work.observed_pod(earlier, gone=True)  # its deletion reported late
         return set(work._dirty)
 
     assert asyncio.run(watch_event()) == {KEY}
     reconcile(work)
+    assert api.body["status"]["phase"] == "Running"  # type: ignore[index]
+    assert valkey.steps == []
+
+
+def test_a_pod_the_watch_saw_deleted_fails_its_agent_once_the_api_server_agrees() -> None:
+    api = FakeKube(agent_body())
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    work, valkey = make(api)
+    work.observed_pod(running_pod(), gone=True)
+    reconcile(work)
     assert api.body["status"]["reason"] == "WorkloadLost"  # type: ignore[index]
     assert [s.to for s in valkey.steps] == [lifecycle.Phase.FAILED]
+
+
+def test_a_pod_stopping_past_its_time_is_read_afresh() -> None:
+    # A deletion the watch never reported (it re-listed after the Pod had gone).
+    api = FakeKube(agent_body(desiredPhase="Killed"))
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    stopping = running_pod()
+    stopping["metadata"]["deletionTimestamp"] = "2026-01-01T09:58:00Z"  # due two minutes ago
+    work, valkey = make(api)
+    work.observed_pod(stopping)
+    reconcile(work)
+    assert api.body["status"]["phase"] == "Killed"  # type: ignore[index]
+    assert [s.to for s in valkey.steps] == [lifecycle.Phase.KILLED]
 
 
 def test_no_pod_is_made_for_an_agent_changed_since_it_was_read() -> None:
@@ -477,7 +518,8 @@ def test_a_kill_under_way_ends_killed_even_if_its_switch_is_disengaged() -> None
     }
 
     work.switches = {}  # disengaged while the Pod was stopping
-    api.pod = None  # and then the Pod is gone
+    api.pod = None  # and then the Pod is gone, as the watch reports
+    work.observed_pod(running_pod(), gone=True)
     reconcile(work)
     status = api.body["status"]
     assert (status["phase"], status["reason"], status["message"]) == (
