@@ -30,12 +30,7 @@ STOP_TIMEOUT: Final = 10.0
 async def run(config: settings.Settings) -> int:
     kube_config = kube.load_config(config.kubeconfig)
     api = kube.Kube(kube_config)
-    conn = mirror.client(
-        config.valkey_url,
-        ca_file=config.valkey_ca_file,
-        cert_file=config.valkey_cert_file,
-        key_file=config.valkey_key_file,
-    )
+    conn = mirror.connect(config)
     try:
         server = await api.server_info()
         log.info("connected to Kubernetes %s at %s", server.version, server.host)

@@ -36,7 +36,7 @@ import redis.backoff
 import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
-from controller import lifecycle, models
+from controller import lifecycle, models, settings
 
 CONNECT_ATTEMPTS: Final = 5
 DEFAULT_PREFIX: Final = "orchestrator:"
@@ -101,6 +101,17 @@ def client(
         ),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         **tls,
+    )
+
+
+def connect(config: settings.Settings, attempts: int = CONNECT_ATTEMPTS) -> redis.asyncio.Redis:
+    """``client`` for the settings' Valkey: its URL and TLS files."""
+    return client(
+        config.valkey_url,
+        attempts,
+        ca_file=config.valkey_ca_file,
+        cert_file=config.valkey_cert_file,
+        key_file=config.valkey_key_file,
     )
 
 

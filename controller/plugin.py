@@ -115,13 +115,7 @@ class Context:
             config = settings.load({"VALKEY_URL": self.valkey_url, **self.valkey_tls})
         except settings.SettingsError as exc:
             raise Failed(str(exc), USAGE) from None
-        conn = mirror.client(
-            config.valkey_url,
-            attempts=2,
-            ca_file=config.valkey_ca_file,
-            cert_file=config.valkey_cert_file,
-            key_file=config.valkey_key_file,
-        )
+        conn = mirror.connect(config, attempts=2)
         return mirror.Mirror(conn, prefix=self.prefix)
 
     async def close(self) -> None:

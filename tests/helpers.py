@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
+
+import pytest
+
+from controller import mirror
 
 T = TypeVar("T")
 
@@ -42,3 +47,24 @@ def wait_for(
             seen = "nothing (never called)" if last is _NOTHING else repr(last)
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}; last saw: {seen}")
         time.sleep(interval)
+
+
+def valkey_refusal(url: str, attempts: int = 1, files: Mapping[str, str] | None = None) -> str:
+    """The sentence ``mirror.server_info`` refuses ``url`` with (``files``: the TLS files).
+
+    Fails unless it is refused with ``ValkeyUnavailable``, naming the URL with its
+    password hidden.
+    """
+
+    async def probe() -> None:
+        conn = mirror.client(url, attempts, **(files or {}))
+        try:
+            await mirror.server_info(conn, url)
+        finally:
+            await conn.aclose()
+
+    with pytest.raises(mirror.ValkeyUnavailable) as caught:
+        asyncio.run(probe())
+    message = str(caught.value)
+    assert message.startswith(f"cannot reach Valkey at {mirror.redact(url)}: ")
+    return message

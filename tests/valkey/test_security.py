@@ -30,13 +30,13 @@ from controller import mirror, models, plugin
 from controller.lifecycle import Phase
 from localcluster import procs
 from localcluster import valkey as localvalkey
+from tests.helpers import valkey_refusal
 from tests.valkey.test_mirror import AGENT, LIFE, at, status_of, stream_events
 
 T = TypeVar("T")
 REPO: Final = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD: Final = "admin-pass-4e1b"
 PASSWORDS: Final = {"agent-operator": "operator-pass-9c2d", "agent-reader": "reader-pass-7a0f"}
-TLS_VARIABLES: Final = ("VALKEY_CA_FILE", "VALKEY_CERT_FILE", "VALKEY_KEY_FILE")
 REBORN: Final = dataclasses.replace(AGENT, uid="uid-2")
 # A script of the user's own that deletes a key outside the prefix.
 SCRIPT: Final = "return redis.call('DEL', KEYS[1] or 'other:agent')"
@@ -182,10 +182,8 @@ def test_the_reader_user_follows_events_through_kubectl_agents(
     secured: Secured,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    no_valkey_environment: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("VALKEY_URL", "VALKEY_KEY_PREFIX", *TLS_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
     run(operate(secured.url("agent-operator")))
     code = plugin.main(
         [
@@ -368,17 +366,7 @@ def test_the_reader_user_is_refused_every_write(secured: Secured, attempt: Attem
 
 def test_a_wrong_password_is_a_clear_error_that_does_not_show_it(secured: Secured) -> None:
     url = secured.url("agent-operator", password="not-the-pass-31f7")
-
-    async def probe() -> None:
-        conn = mirror.client(url, attempts=1)
-        try:
-            await mirror.server_info(conn, url)
-        finally:
-            await conn.aclose()
-
-    with pytest.raises(mirror.ValkeyUnavailable) as caught:
-        run(probe())
-    message = str(caught.value)
+    message = valkey_refusal(url)
     assert message.startswith(
         f"cannot reach Valkey at redis://agent-operator:***@127.0.0.1:{secured.port}/0: "
     )

@@ -25,8 +25,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from controller import mirror, plugin, settings
 from localcluster import pki, procs
 from localcluster import valkey as localvalkey
+from tests.helpers import valkey_refusal
 from tests.valkey.test_mirror import AGENT, LIFE, stream_events
-from tests.valkey.test_security import TLS_VARIABLES, unreachable_kubeconfig
+from tests.valkey.test_security import unreachable_kubeconfig
 
 PASSWORD: Final = "tls-pass-5d8e"
 
@@ -97,13 +98,7 @@ def mtls_url(
 async def mirror_a_life(environ: dict[str, str]) -> tuple[mirror.ServerInfo, list[str]]:
     """Connect as ``python -m controller run`` does from ``environ``; record a life."""
     config = settings.load(environ)
-    conn = mirror.client(
-        config.valkey_url,
-        attempts=1,
-        ca_file=config.valkey_ca_file,
-        cert_file=config.valkey_cert_file,
-        key_file=config.valkey_key_file,
-    )
+    conn = mirror.connect(config, attempts=1)
     try:
         found = await mirror.server_info(conn, config.valkey_url)
         m = mirror.Mirror(conn)
@@ -124,18 +119,7 @@ def test_rediss_with_the_ca_file_carries_the_mirror(tls_url: str, authorities: A
 
 def refusal(url: str, **files: str) -> str:
     """The error ``server_info`` gives when the client refuses the server (or the reverse)."""
-
-    async def probe() -> None:
-        conn = mirror.client(url, attempts=1, **files)
-        try:
-            await mirror.server_info(conn, url)
-        finally:
-            await conn.aclose()
-
-    with pytest.raises(mirror.ValkeyUnavailable) as caught:
-        asyncio.run(probe())
-    message = str(caught.value)
-    assert message.startswith(f"cannot reach Valkey at {mirror.redact(url)}: ")
+    message = valkey_refusal(url, files=files)
     assert PASSWORD not in message
     return message
 
@@ -213,10 +197,8 @@ def test_kubectl_agents_reads_events_over_tls_with_the_ca_setting(
     authorities: Authorities,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    no_valkey_environment: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("VALKEY_URL", "VALKEY_KEY_PREFIX", *TLS_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
     ours, other = str(authorities.ours.ca_cert), str(authorities.other.ca_cert)
     asyncio.run(mirror_a_life({"VALKEY_URL": tls_url, "VALKEY_CA_FILE": ours}))
     kubeconfig = str(unreachable_kubeconfig(tmp_path))
@@ -229,8 +211,8 @@ def test_kubectl_agents_reads_events_over_tls_with_the_ca_setting(
     code, out, _ = events("--valkey-url", tls_url, "--valkey-ca-file", ours)
     assert (code, len(out.splitlines())) == (plugin.OK, len(LIFE))
 
-    monkeypatch.setenv("VALKEY_URL", tls_url)
-    monkeypatch.setenv("VALKEY_CA_FILE", ours)
+    no_valkey_environment.setenv("VALKEY_URL", tls_url)
+    no_valkey_environment.setenv("VALKEY_CA_FILE", ours)
     code, out, _ = events()
     assert (code, len(out.splitlines())) == (plugin.OK, len(LIFE))
 

@@ -12,6 +12,7 @@ from controller import mirror
 from localcluster import procs
 from localcluster import valkey as localvalkey
 from tests.conftest import RestartableValkey
+from tests.helpers import valkey_refusal
 
 
 def test_the_server_is_real_valkey(valkey_url: str) -> None:
@@ -71,17 +72,7 @@ def test_a_client_reconnects_after_the_server_restarts(
 
 def test_an_unreachable_server_is_a_clear_bounded_error() -> None:
     url = f"redis://:hunter2@127.0.0.1:{procs.free_port()}/0"
-
-    async def probe() -> None:
-        conn = mirror.client(url, attempts=2)
-        try:
-            await mirror.server_info(conn, url)
-        finally:
-            await conn.aclose()
-
-    with pytest.raises(mirror.ValkeyUnavailable) as caught:
-        asyncio.run(probe())
-    message = str(caught.value)
+    message = valkey_refusal(url, attempts=2)
     assert message.startswith("cannot reach Valkey at redis://:***@127.0.0.1:")
     assert "hunter2" not in message
 
