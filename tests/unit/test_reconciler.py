@@ -478,6 +478,34 @@ def test_a_pod_the_watch_saw_deleted_fails_its_agent_once_the_api_server_agrees(
     assert [s.to for s in valkey.steps] == [lifecycle.Phase.FAILED]
 
 
+def test_an_agent_is_never_failed_on_the_watchs_word_alone() -> None:
+    api = FakeKube(agent_body())
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    api.pod = running_pod()  # the API server still has it
+    work, valkey = make(api)
+    work.observed_pod(running_pod(), gone=True)
+    reconcile(work)
+    assert api.body["status"]["phase"] == "Running"  # type: ignore[index]
+    assert valkey.steps == []
+
+
+def test_a_kill_is_not_recorded_for_the_deletion_of_an_earlier_lifes_pod() -> None:
+    api = FakeKube(agent_body(desiredPhase="Killed"))
+    api.body["status"] = recorded("Spawning", "Running")  # type: ignore[index]
+    stopping = running_pod()
+    stopping["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:05Z"  # due in 5 s
+    api.pod = stopping
+    work, valkey = make(api)
+    earlier = running_pod()
+    earlier["metadata"]["name"] = "worker-uid0"
+    earlier["metadata"]["labels"]["orchestrator.mosaicstack.dev/agent-uid"] = "uid-0"
+    work.observed_pod(stopping)
+    work.observed_pod(earlier, gone=True)  # reported after this life's Pod began to stop
+    reconcile(work)
+    assert api.body["status"]["phase"] == "Running"  # type: ignore[index]
+    assert valkey.steps == []
+
+
 def test_a_pod_stopping_past_its_time_is_read_afresh() -> None:
     # A deletion the watch never reported (it re-listed after the Pod had gone).
     api = FakeKube(agent_body(desiredPhase="Killed"))
