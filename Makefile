@@ -51,10 +51,11 @@ bench: $(STAMP) ## the benchmarks under benchmarks/, printed beside their baseli
 	$(PY) -m benchmarks.mirror
 	$(PY) -m benchmarks.killswitch
 
-lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
+lint: $(STAMP) ## ruff (lint and format check), mypy --strict and the import-linter layers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -68,8 +69,8 @@ test: lint build ## lint, then every test tier (unit, valkey, e2e) with coverage
 	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/coverage combine --quiet
 	$(VENV)/bin/coverage report
-	@# The phase machine and the mirror: every line and branch.
-	$(VENV)/bin/coverage report --include='controller/lifecycle.py,controller/mirror.py' --fail-under=100
+	@# The phase machine and the mirror (its Valkey adapter and its controller): every line and branch.
+	$(VENV)/bin/coverage report --include='controller/lifecycle.py,controller/mirror.py,controller/mirroring.py' --fail-under=100
 
 test-unit: $(STAMP) ## only the pure tests (seconds)
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)

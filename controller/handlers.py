@@ -1,25 +1,35 @@
-"""kopf registrations only: every watch event becomes a key on the reconciler's queue.
+"""kopf registrations only: every watch event goes to the operator's intake, nothing else.
 
 ``on.event`` handlers store nothing on the objects (no diff-base annotation,
 no finalizer of kopf's own), so the operator writes only the Agents' status,
 our one finalizer, and the Pods it owns: GitOps tools see no drift. kopf's
-initial listing delivers every existing Agent, so a restarted operator
+initial listing delivers every existing object, so a restarted operator
 reconciles (and resyncs the mirror of) each of them.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 import kubernetes
 
-from controller import kube, models, reconciler, workload
+from controller import kube, models, workload
+
+
+class Intake(Protocol):
+    """Where watch events go (``app.Operator``): into the store, then onto the queues."""
+
+    def agent_event(self, body: dict[str, Any], gone: bool) -> None: ...
+
+    def pod_event(self, body: dict[str, Any], gone: bool) -> None: ...
+
+    def switch_event(self, body: dict[str, Any], gone: bool) -> None: ...
 
 
 def register(
     registry: kopf.OperatorRegistry,
-    work: reconciler.Reconciler,
+    intake: Intake,
     config: kubernetes.client.Configuration,
 ) -> None:
     @kopf.on.startup(registry=registry)
@@ -43,21 +53,19 @@ def register(
         )
 
     # Async handlers: kopf runs sync ones in a thread pool, a hop per event for nothing.
-    # The raw event's object is handed over as is: the reconciler reads, never changes it.
+    # The raw event's object is handed over as is: the store keeps a trimmed copy.
     @kopf.on.event(models.GROUP, models.VERSION, "agents", registry=registry)
-    async def on_agent_event(
-        event: kopf.RawEvent, namespace: str | None, name: str, **_: Any
-    ) -> None:
-        work.observed(
-            f"{namespace}/{name}",
-            cast(dict[str, Any], event["object"]),
-            gone=event["type"] == "DELETED",
-        )
+    async def on_agent_event(event: kopf.RawEvent, **_: Any) -> None:
+        intake.agent_event(_body(event), gone=event["type"] == "DELETED")
 
     @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
-    async def on_killswitch_event(name: str, **_: Any) -> None:
-        work.enqueue(reconciler.SWITCH_PREFIX + name)
+    async def on_killswitch_event(event: kopf.RawEvent, **_: Any) -> None:
+        intake.switch_event(_body(event), gone=event["type"] == "DELETED")
 
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
     async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
-        work.observed_pod(cast(dict[str, Any], event["object"]), gone=event["type"] == "DELETED")
+        intake.pod_event(_body(event), gone=event["type"] == "DELETED")
+
+
+def _body(event: kopf.RawEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], event["object"])

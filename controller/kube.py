@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import aiohttp
 import kubernetes
 
 from controller import models
+
+log = logging.getLogger(__name__)
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 COMPONENT: Final = "agent-lifecycle-operator"
@@ -175,6 +178,36 @@ class Kube:
         version = await self.request("GET", "/version")
         return ServerInfo(host=self.host, version=str(version.get("gitVersion", "?")))
 
+    async def served_resources(self, api_version: str = models.API_VERSION) -> set[str]:
+        """The resources the API server serves in ``api_version`` (none: not installed)."""
+        try:
+            served = await self.request("GET", f"/apis/{api_version}")
+        except NotFound:
+            return set()
+        return {str(r.get("name")) for r in served.get("resources", [])}
+
+    # --- leases (leader election) ---
+
+    @staticmethod
+    def lease_path(namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self.lease_path(namespace, name))
+        except NotFound:
+            return None
+
+    async def create_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (``Conflict`` when another candidate made it first)."""
+        return await self.request("POST", self.lease_path(lease["metadata"]["namespace"]), lease)
+
+    async def replace_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        """Replace the Lease at its resourceVersion (``Conflict`` when it changed since)."""
+        meta = lease["metadata"]
+        return await self.request("PUT", self.lease_path(meta["namespace"], meta["name"]), lease)
+
     # --- agents ---
 
     @staticmethod
@@ -318,3 +351,25 @@ class Kube:
             "count": 1,
         }
         await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+
+
+class Recorder:
+    """Warning Events on Agents, each sentence posted once per agent while the process runs
+    (client-go's EventRecorder, with its dedupe kept simple)."""
+
+    def __init__(self, api: Kube) -> None:
+        self.api = api
+        self._said: dict[str, set[str]] = {}
+
+    async def post(self, body: dict[str, Any], reason: str, message: str) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        said = self._said.setdefault(key, set())
+        if message in said:
+            return
+        said.add(message)
+        log.warning("%s: %s: %s", key, reason, message)
+        await self.api.post_event(body, "Warning", reason, message)
+
+    def forget(self, key: str) -> None:
+        self._said.pop(key, None)

@@ -19,13 +19,11 @@ import datetime
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from controller import kube
 
 log = logging.getLogger(__name__)
-
-LEASES: Final = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 
 class LostLease(RuntimeError):
@@ -50,10 +48,6 @@ class Lease:
     _seen: tuple[str, str] | None = None
     _seen_at: float = 0.0
     _renewed_at: float = 0.0
-
-    @property
-    def path(self) -> str:
-        return LEASES.format(namespace=self.namespace) + f"/{self.name}"
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease (a standby waits here). An API server
@@ -101,10 +95,9 @@ class Lease:
         """
         began = self.monotonic()
         now = datetime.datetime.now(datetime.UTC)
-        try:
-            current = await self.api.request("GET", self.path)
-        except kube.NotFound:
-            return await self._write("POST", self._record(now, now, transitions=0), began)
+        current = await self.api.get_lease(self.namespace, self.name)
+        if current is None:
+            return await self._write(self._record(now, now, transitions=0), began, create=True)
         spec = current.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         seen = (holder, str(spec.get("renewTime") or ""))
@@ -121,16 +114,19 @@ class Lease:
         else:
             record = self._record(now, _micro_time(now), transitions + 1)
         record["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return await self._write("PUT", record, began)
+        return await self._write(record, began)
 
     async def release(self) -> None:
         """Give the Lease up on a clean exit, so a standby need not wait for it to expire."""
         try:
-            current = await self.api.request("GET", self.path)
-            if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+            current = await self.api.get_lease(self.namespace, self.name)
+            if (
+                current is None
+                or (current.get("spec") or {}).get("holderIdentity") != self.identity
+            ):
                 return
             current["spec"] = {**current["spec"], "holderIdentity": None}
-            await self.api.request("PUT", self.path, current)
+            await self.api.replace_lease(current)
         except (kube.ApiError, kube.KubernetesUnavailable) as exc:
             log.warning("leader: could not release lease %s: %s", self.name, exc)
 
@@ -150,10 +146,12 @@ class Lease:
             },
         }
 
-    async def _write(self, method: str, record: dict[str, Any], began: float) -> bool:
-        path = self.path if method == "PUT" else LEASES.format(namespace=self.namespace)
+    async def _write(self, record: dict[str, Any], began: float, create: bool = False) -> bool:
         try:
-            await self.api.request(method, path, record)
+            if create:
+                await self.api.create_lease(record)
+            else:
+                await self.api.replace_lease(record)
         except kube.Conflict:
             return False  # another candidate wrote first
         self._renewed_at = began

@@ -26,8 +26,11 @@ class Fleet:
     """What the reconciler knows of the agents at this moment."""
 
     phases: Mapping[str, int] = field(default_factory=dict)
-    mirror_behind: int = 0
-    queue_depth: int = 0
+    mirror_behind: int = 0  # agents whose Valkey record lacks transitions of their status
+    mirror_backlog: int = 0  # those transitions, all agents together
+    queue_depth: int = 0  # keys waiting on the agents' and switches' queues
+    queue_busy: int = 0  # keys of those queues with a worker now
+    mirror_queue_depth: int = 0
 
 
 class _FleetCollector(Collector):
@@ -50,7 +53,22 @@ class _FleetCollector(Collector):
             value=fleet.mirror_behind,
         )
         yield GaugeMetricFamily(
+            f"{PREFIX}_mirror_backlog_transitions",
+            "Transitions recorded in status and not yet in Valkey, all agents together.",
+            value=fleet.mirror_backlog,
+        )
+        yield GaugeMetricFamily(
             f"{PREFIX}_queue_depth", "Agents and switches waiting for a worker.", fleet.queue_depth
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_queue_busy",
+            "Agents and switches with a worker now (0 with an empty queue: all caught up).",
+            fleet.queue_busy,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_mirror_queue_depth",
+            "Agents and switches waiting for a mirror worker.",
+            fleet.mirror_queue_depth,
         )
 
 
@@ -92,6 +110,12 @@ class Metrics:
             "Agents Killed because a killswitch matched them.",
             registry=r,
         )
+        self.watch_events = Counter(
+            f"{PREFIX}_watch_events",
+            "Watch events received, by kind (agent, pod, killswitch) and type (changed, deleted).",
+            ["kind", "type"],
+            registry=r,
+        )
         self.leader = Gauge(
             f"{PREFIX}_leader", "1 while this process holds the lease and acts, else 0.", registry=r
         )
@@ -106,8 +130,5 @@ class Metrics:
         self.transitions.labels(from_phase or "Pending", to_phase).inc()
         self.latency.labels("status").observe(max(0.0, (now - at).total_seconds()))
 
-    def mirrored(
-        self, at: datetime.datetime, written_at: datetime.datetime, now: datetime.datetime
-    ) -> None:
+    def mirrored(self, at: datetime.datetime, now: datetime.datetime) -> None:
         self.latency.labels("mirrored").observe(max(0.0, (now - at).total_seconds()))
-        self.mirror_lag.observe(max(0.0, (now - written_at).total_seconds()))

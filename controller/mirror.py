@@ -23,11 +23,13 @@ which phase it was without keeping history in the hash.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime
 import enum
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import redis.asyncio
@@ -40,11 +42,22 @@ from controller import lifecycle, models, settings
 
 CONNECT_ATTEMPTS: Final = 5
 DEFAULT_PREFIX: Final = "orchestrator:"
+# The longest any one mirror operation may take (VALKEY_TIMEOUT_SECONDS): a hung server
+# costs the caller this much, never more.
+DEFAULT_TIMEOUT: Final = 5.0
 PHASES: Final = tuple(lifecycle.Phase)
 
 
-class ValkeyUnavailable(RuntimeError):
-    """Valkey could not be reached; the message names the server and the cause."""
+class MirrorError(RuntimeError):
+    """A mirror operation did not happen; the message says why. The caller tries again."""
+
+
+class ValkeyUnavailable(MirrorError):
+    """Valkey could not be reached, or did not answer in time; the message says which."""
+
+
+class ValkeyRefused(MirrorError):
+    """Valkey answered with an error (a missing permission, out of memory, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +82,15 @@ def client(
     url: str,
     attempts: int = CONNECT_ATTEMPTS,
     *,
+    timeout: float = DEFAULT_TIMEOUT,
     ca_file: str = "",
     cert_file: str = "",
     key_file: str = "",
 ) -> redis.asyncio.Redis:
     """A client that retries a failed command ``attempts`` times with exponential backoff.
+
+    Connecting and each reply wait at most ``timeout`` seconds; ``Mirror`` also bounds
+    each whole operation, retries included, by it.
 
     For ``rediss://`` the server's certificate and host name are always checked,
     against ``ca_file`` (a PEM bundle) or else the system's trust store;
@@ -94,8 +111,8 @@ def client(
         raise ValueError(f"TLS files are for rediss:// URLs, not {redact(url)}")
     return redis.asyncio.Redis.from_url(
         url,
-        socket_connect_timeout=5,
-        socket_timeout=10,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
         retry=redis.asyncio.retry.Retry(
             redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts
         ),
@@ -109,6 +126,7 @@ def connect(config: settings.Settings, attempts: int = CONNECT_ATTEMPTS) -> redi
     return client(
         config.valkey_url,
         attempts,
+        timeout=config.valkey_timeout_seconds,
         ca_file=config.valkey_ca_file,
         cert_file=config.valkey_cert_file,
         key_file=config.valkey_key_file,
@@ -389,7 +407,12 @@ def _result(raw: Sequence[bytes | int]) -> Result:
 
 
 class Mirror:
-    """The mirror's operations over one Valkey connection."""
+    """The mirror's operations over one Valkey connection.
+
+    Every public operation is bounded by ``timeout`` seconds as a whole (retries
+    included) and raises only ``MirrorError``: a refused, slow or hung Valkey costs
+    its caller that much at most, and no ``redis`` exception leaves this module.
+    """
 
     def __init__(
         self,
@@ -397,6 +420,7 @@ class Mirror:
         prefix: str = DEFAULT_PREFIX,
         stream_maxlen: int = 100_000,
         deleted_ttl_seconds: int = 86_400,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.conn = conn
         self.prefix = prefix
@@ -404,9 +428,24 @@ class Mirror:
         self.stream = f"{prefix}events:stream"
         self.stream_maxlen = stream_maxlen
         self.deleted_ttl_seconds = deleted_ttl_seconds
+        self.timeout = timeout
         # redis-py sends EVALSHA and, on NOSCRIPT (a restarted or flushed server), loads again.
         self._transition = conn.register_script(TRANSITION_LUA)
         self._delete = conn.register_script(DELETE_LUA)
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError:
+            raise ValkeyUnavailable(
+                f"Valkey is unreachable: no answer within {self.timeout:g} s"
+            ) from None
+        except redis.exceptions.ResponseError as exc:
+            raise ValkeyRefused(f"Valkey refused: {exc}") from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise ValkeyUnavailable(f"Valkey is unreachable: {exc}") from None
 
     def agent_key(self, namespace: str, name: str) -> str:
         return f"{self.prefix}agent:{namespace}/{name}"
@@ -447,15 +486,24 @@ class Mirror:
             *(item for pair in fields.items() for item in pair),
         ]
 
+    async def ping(self) -> None:
+        async with self._bounded():
+            await self.conn.ping()
+
     async def record(self, agent: AgentRef, step: Step) -> Result:
         """Apply one transition: applied, duplicate (already there) or refused (and why)."""
-        raw = await self._transition(
-            keys=self._keys(agent), args=self._transition_args(agent, step)
-        )
+        async with self._bounded():
+            raw = await self._transition(
+                keys=self._keys(agent), args=self._transition_args(agent, step)
+            )
         return _result(raw)
 
     async def record_many(self, items: Sequence[tuple[AgentRef, Step]]) -> list[Result]:
         """Apply many transitions in one round trip; each is still its own atomic script."""
+        async with self._bounded():
+            return await self._record_many(items)
+
+    async def _record_many(self, items: Sequence[tuple[AgentRef, Step]]) -> list[Result]:
         async with self.conn.pipeline(transaction=False) as pipe:
             for agent, step in items:
                 await self._transition(
@@ -475,7 +523,8 @@ class Mirror:
             self.deleted_ttl_seconds,
             _time(at),
         ]
-        return _result(await self._delete(keys=self._keys(agent), args=args))
+        async with self._bounded():
+            return _result(await self._delete(keys=self._keys(agent), args=args))
 
     def killswitch_key(self, name: str) -> str:
         return f"{self.prefix}killswitch:{name}"
@@ -493,9 +542,7 @@ class Mirror:
         One MULTI/EXEC: the hash and the event land together or not at all.
         """
         key = self.killswitch_key(name)
-        before = await self.conn.hget(key, "engaged")
         engaged = "1" if spec.engaged else "0"
-        announce = _text(before) != engaged if before is not None else spec.engaged
         fields: dict[FieldT, EncodableT] = {
             "engaged": engaged,
             "reason": spec.reason,
@@ -504,23 +551,31 @@ class Mirror:
             "killed": status.killed,
             "completedAt": _time(status.completed_at),
         }
-        async with self.conn.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            if announce:
-                payload = killswitch_event(name, spec, status, at).to_json()
-                pipe.publish(self.channel, payload)
-                pipe.xadd(
-                    self.stream, {"event": payload}, maxlen=self.stream_maxlen, approximate=True
-                )
-            await pipe.execute()
+        async with self._bounded():
+            before = await self.conn.hget(key, "engaged")
+            announce = _text(before) != engaged if before is not None else spec.engaged
+            async with self.conn.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                if announce:
+                    payload = killswitch_event(name, spec, status, at).to_json()
+                    pipe.publish(self.channel, payload)
+                    pipe.xadd(
+                        self.stream, {"event": payload}, maxlen=self.stream_maxlen, approximate=True
+                    )
+                await pipe.execute()
         return announce
 
     async def get_killswitch(self, name: str) -> dict[str, str] | None:
-        raw = await self.conn.hgetall(self.killswitch_key(name))
+        async with self._bounded():
+            raw = await self.conn.hgetall(self.killswitch_key(name))
         return {_text(k): _text(v) for k, v in raw.items()} if raw else None
 
     async def get(self, namespace: str, name: str) -> dict[str, str] | None:
         """The agent's record, or None when there is none."""
+        async with self._bounded():
+            return await self._get(namespace, name)
+
+    async def _get(self, namespace: str, name: str) -> dict[str, str] | None:
         raw = await self.conn.hgetall(self.agent_key(namespace, name))
         if not raw:
             return None
@@ -528,19 +583,26 @@ class Mirror:
 
     async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
         """``namespace/name`` of every live agent in ``phase``."""
-        return {_text(m) for m in await self.conn.smembers(self.phase_key(phase))}
+        async with self._bounded():
+            return {_text(m) for m in await self.conn.smembers(self.phase_key(phase))}
 
-    async def resync(self, agent: AgentRef, status: models.AgentStatus) -> list[Result]:
+    async def resync(
+        self, agent: AgentRef, status: models.AgentStatus, have: int | None = None
+    ) -> list[Result]:
         """Bring the record up to ``status``: replay, in order and with their original
         times, the transitions of ``status.history`` that the record lacks.
 
+        ``have``: the seq the caller knows the record holds (it skips the read); when
+        that proves wrong the script refuses, and the caller resyncs without it.
         Nothing is lost when Valkey was down or wiped; transitions the record
         already has are not sent again.
         """
-        record = await self.get(agent.namespace, agent.name)
-        have = int(record["seq"]) if record and record.get("uid") == agent.uid else 0
-        missing = [step for step in steps(status) if step.seq > have]
-        return await self.record_many([(agent, step) for step in missing]) if missing else []
+        async with self._bounded():
+            if have is None:
+                record = await self._get(agent.namespace, agent.name)
+                have = int(record["seq"]) if record and record.get("uid") == agent.uid else 0
+            missing = [step for step in steps(status) if step.seq > have]
+            return await self._record_many([(agent, s) for s in missing]) if missing else []
 
 
 def _text(value: bytes | str) -> str:

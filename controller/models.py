@@ -21,6 +21,8 @@ GROUP: Final = "orchestrator.mosaicstack.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "orchestrator.mosaicstack.dev/v1alpha1"  # GROUP/VERSION
 
+# Held on every Agent until its ending and its agent.deleted are on record.
+FINALIZER: Final = f"{GROUP}/finalizer"
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -93,30 +92,25 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+        # The environment through settings, as the operator reads it: one set of rules.
+        kubeconfig = args.kubeconfig or settings.given("KUBECONFIG") or None
         try:
             self.kube = kube.Kube(kube.load_config(kubeconfig, args.context))
         except kube.KubernetesUnavailable as exc:
             raise Failed(str(exc), NO_CLUSTER) from None
         self.namespace = args.namespace or kube.context_namespace(kubeconfig, args.context)
-        self.valkey_url = args.valkey_url or os.environ.get("VALKEY_URL", "")
-        self.prefix = os.environ.get("VALKEY_KEY_PREFIX", mirror.DEFAULT_PREFIX)
-        self.valkey_tls = {
-            "VALKEY_CA_FILE": args.valkey_ca_file or os.environ.get("VALKEY_CA_FILE", ""),
-            "VALKEY_CERT_FILE": os.environ.get("VALKEY_CERT_FILE", ""),
-            "VALKEY_KEY_FILE": os.environ.get("VALKEY_KEY_FILE", ""),
-        }
+        self.valkey_url = args.valkey_url or settings.given("VALKEY_URL")
 
     def mirror(self) -> mirror.Mirror:
         if not self.valkey_url:
             raise Failed("no Valkey to read: set VALKEY_URL or pass --valkey-url", USAGE)
         try:
-            # The operator's own rules, so a setting that works for one works for the other.
-            config = settings.load({"VALKEY_URL": self.valkey_url, **self.valkey_tls})
+            flags = {"VALKEY_URL": self.valkey_url, "VALKEY_CA_FILE": self.args.valkey_ca_file}
+            config = settings.load(overrides=flags)
         except settings.SettingsError as exc:
             raise Failed(str(exc), USAGE) from None
         conn = mirror.connect(config, attempts=2)
-        return mirror.Mirror(conn, prefix=self.prefix)
+        return mirror.Mirror(conn, prefix=config.valkey_key_prefix)
 
     async def close(self) -> None:
         await self.kube.close()
@@ -447,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     except kube.ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE if isinstance(exc, kube.Invalid) else FAILED
-    except (redis.exceptions.RedisError, mirror.ValkeyUnavailable) as exc:
-        where = mirror.redact(args.valkey_url or os.environ.get("VALKEY_URL", ""))
+    except (redis.exceptions.RedisError, mirror.MirrorError) as exc:
+        where = mirror.redact(args.valkey_url or settings.given("VALKEY_URL"))
         print(f"error: cannot reach Valkey at {where}: {exc}", file=sys.stderr)
         return NO_VALKEY
     except KeyboardInterrupt:

@@ -12,33 +12,30 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import redis.asyncio
-import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from controller import kube, models
+from controller import kube, mirror, models
 
 CHECK_TIMEOUT: Final = 2.0
 KINDS: Final = frozenset({"agents", "killswitches"})
 
 
 async def problems(
-    api: kube.Kube, valkey: redis.asyncio.Redis, api_version: str = models.API_VERSION
+    api: kube.Kube, valkey: mirror.Mirror, api_version: str = models.API_VERSION
 ) -> list[str]:
     """Why this process is not ready: one sentence per problem, none when ready."""
     found = []
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await valkey.ping()
-    except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
-        found.append(f"Valkey is unreachable: {str(exc) or 'no answer in time'}")
+    except mirror.MirrorError as exc:
+        found.append(str(exc))
+    except TimeoutError:
+        found.append("Valkey is unreachable: no answer in time")
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            served = await api.request("GET", f"/apis/{api_version}")
-        missing = set(KINDS) - {r.get("name") for r in served.get("resources", [])}
-    except kube.NotFound:
-        missing = set(KINDS)
+            missing = set(KINDS) - await api.served_resources(api_version)
     except (kube.ApiError, kube.KubernetesUnavailable, TimeoutError) as exc:
         found.append(f"the Kubernetes API is unreachable: {str(exc) or 'no answer in time'}")
         missing = set()

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Annotated, Final
 
 import pydantic
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_VALKEY_URL: Final = "redis://127.0.0.1:6379/0"
 
@@ -27,10 +26,11 @@ class SettingsError(ValueError):
     """A setting has a bad value; ``str()`` is the one line to show."""
 
 
-class Settings(BaseSettings):
-    """Settings from the environment (``VALKEY_URL`` and friends)."""
+class Settings(pydantic.BaseModel):
+    """Settings from the environment (``VALKEY_URL`` and friends): each field is the variable
+    of its name in upper case."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
 
     valkey_url: str = DEFAULT_VALKEY_URL
     # TLS for rediss:// (empty: the system's trust store, no client certificate). The key
@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     valkey_key_prefix: str = "orchestrator:"
     valkey_stream_maxlen: Annotated[int, pydantic.Field(ge=1)] = 100_000
     valkey_deleted_ttl_seconds: Annotated[int, pydantic.Field(ge=1)] = 86_400
-    watch_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    # The longest one Valkey operation may take: a hung server costs the mirror this, no more.
+    valkey_timeout_seconds: Annotated[float, pydantic.Field(gt=0, le=60)] = 5.0
+    # How often every agent's record is checked against its status (anti-entropy).
+    valkey_resync_interval_seconds: Annotated[float, pydantic.Field(ge=1, le=86_400)] = 300.0
+    watch_namespaces: tuple[str, ...] = ()
     max_concurrent_agents: Annotated[int, pydantic.Field(ge=0)] = 0
     # Kubernetes credentials: a kubeconfig path list, else ~/.kube/config, else in-cluster.
     kubeconfig: str | None = None
@@ -97,18 +101,29 @@ class Settings(BaseSettings):
         return value
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings from ``environ`` (default: the process environment)."""
+def load(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings from ``environ`` (default: the process environment, read here and nowhere
+    else), with ``overrides`` (a command line's flags, by variable name) taking precedence.
+
+    Only the given mapping is read when one is given: a test stays hermetic.
+    """
+    source = dict(os.environ if environ is None else environ)
+    source.update({k: v for k, v in (overrides or {}).items() if v})
+    names = {name.upper() for name in Settings.model_fields}
     try:
-        if environ is None:
-            return Settings()
-        # Only the given mapping, not the process environment: tests stay hermetic.
-        names = {name.upper() for name in Settings.model_fields}
         return Settings.model_validate(
-            {key.lower(): value for key, value in environ.items() if key.upper() in names}
+            {key.lower(): value for key, value in source.items() if key.upper() in names}
         )
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         given = error.get("input")
         raise SettingsError(f"invalid setting {field.upper()}={given!r}: {error['msg']}") from None
+
+
+def given(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The raw value of one variable, empty when unset: for a command that must tell "not
+    set" from the default (``kubectl agents events`` with no Valkey named)."""
+    return (os.environ if environ is None else environ).get(name, "")

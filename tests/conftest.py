@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -250,6 +251,12 @@ class Operator:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def port(self) -> int:
+        """The port of its probes and metrics, from its start-up line."""
+        found = re.search(r"/metrics on [^\s:]+:(\d+)", self.log())
+        assert found is not None, f"no probes line in the operator's log:\n{self.log()}"
+        return int(found.group(1))
 
     def wait_for_log(self, text: str, timeout: float = 30) -> None:
         def seen() -> bool:

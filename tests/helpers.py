@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -57,7 +59,14 @@ def valkey_refusal(url: str, attempts: int = 1, files: Mapping[str, str] | None 
     """
 
     async def probe() -> None:
-        conn = mirror.client(url, attempts, **(files or {}))
+        tls = files or {}
+        conn = mirror.client(
+            url,
+            attempts,
+            ca_file=tls.get("ca_file", ""),
+            cert_file=tls.get("cert_file", ""),
+            key_file=tls.get("key_file", ""),
+        )
         try:
             await mirror.server_info(conn, url)
         finally:
@@ -68,3 +77,19 @@ def valkey_refusal(url: str, attempts: int = 1, files: Mapping[str, str] | None 
     message = str(caught.value)
     assert message.startswith(f"cannot reach Valkey at {mirror.redact(url)}: ")
     return message
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own loopback
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line (``name`` with its labels, exactly), 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

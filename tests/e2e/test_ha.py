@@ -13,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from controller import kube, leader, probes
+from controller import kube, leader, mirror, probes
 from localcluster import procs
 from tests import identity
 from tests.conftest import Cluster, Operator, Operators, RestartableValkey
 from tests.e2e import views
 from tests.e2e.test_operator import SIM, agree, manifest
 from tests.e2e.views import Feed
-from tests.helpers import wait_for
+from tests.helpers import get, metric, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds")
 LEASE = "agent-lifecycle-operator"  # the one name deploy/'s Role lets the operator update
@@ -69,7 +67,8 @@ def test_a_lease_changes_hands_only_when_its_holder_stops_renewing_or_lets_go(
             assert not await b.try_acquire_or_renew()
             b_clock[0] += 0.2  # 15.1 s since b saw the last renewal
             assert await b.try_acquire_or_renew()
-            record = await api.request("GET", b.path)
+            record = await api.get_lease(b.namespace, b.name)
+            assert record is not None
             assert (record["spec"]["holderIdentity"], record["spec"]["leaseTransitions"]) == (
                 "b",
                 1,
@@ -154,22 +153,6 @@ def test_a_leader_whose_lease_is_taken_stops_acting_and_exits_1(
     assert "is held by op-elsewhere now" in acting.log()
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own loopback
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def metric(text: str, name: str) -> float:
-    """The value of one sample line (``name`` with its labels, exactly), 0 if absent."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_probes_say_live_and_ready_and_metrics_count_what_happened(
     crds: Cluster,
     operators: Operators,
@@ -233,8 +216,9 @@ def test_readiness_names_missing_crds(
         api = kube.Kube(kube.load_config(str(operator_identity.kubeconfig)))
         conn = redis.asyncio.Redis.from_url(valkey_url)
         try:
-            ready = await probes.problems(api, conn)
-            missing = await probes.problems(api, conn, "nothing.example.com/v1")
+            valkey = mirror.Mirror(conn)
+            ready = await probes.problems(api, valkey)
+            missing = await probes.problems(api, valkey, "nothing.example.com/v1")
         finally:
             await api.close()
             await conn.aclose()

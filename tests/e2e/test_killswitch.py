@@ -172,7 +172,20 @@ def test_an_agent_made_while_engaged_never_runs_and_disengaging_revives_nothing(
     wait_for(
         lambda: phases(crds, namespace).get("late-1") == "Running" or None, 30, "a new agent to run"
     )
-    assert phases(crds, namespace)["late-0"] == "Killed", "disengaging revives nothing"
+    # Its phase cannot leave Killed (the CRD's rule sees to that); what the operator could
+    # still get wrong is to make it a Pod again.
+    revived = crds.kubectl(
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        "orchestrator.mosaicstack.dev/agent=late-0",
+        "-o",
+        "name",
+    )
+    assert revived.strip() == "", "disengaging revives nothing: no Pod for the killed agent"
+    assert len(views.stream(valkey_url, uid)) == 2
 
     def announced() -> list[str] | None:
         with redis.Redis.from_url(valkey_url) as client:

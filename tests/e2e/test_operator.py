@@ -12,7 +12,7 @@ import yaml
 from tests.conftest import Cluster, Operator, Operators, RestartableValkey
 from tests.e2e import views
 from tests.e2e.views import Feed
-from tests.helpers import wait_for
+from tests.helpers import get, metric, wait_for
 
 SIM = "sim.orchestrator.mosaicstack.dev"
 pytestmark = pytest.mark.usefixtures("crds")
@@ -265,11 +265,23 @@ def test_reapplying_changes_nothing_and_a_finished_agent_never_restarts(
     apply(crds, namespace, text)
     done = agree(crds, valkey_url, feed, namespace, "once", "Completed")
     assert "unchanged" in apply(crds, namespace, text)
+    metrics = f"http://127.0.0.1:{operator.port()}/metrics"
+    deleted = 'agent_operator_watch_events_total{kind="pod",type="deleted"}'
+    before = metric(get(metrics)[1], deleted)
     crds.kubectl("delete", "pod", done["status"]["podName"], "-n", namespace, "--wait=true")
-    # The deletion reached the operator (it reconciles on Pod events): nothing may follow.
-    operator_saw = done["metadata"]["resourceVersion"]
+
+    def operator_acted_on_the_deletion() -> bool:
+        # The watch delivered it (its agent was queued then), and no key waits or is being
+        # worked on since: the pass that saw the Pod gone is over.
+        text = get(metrics)[1]
+        return metric(text, deleted) > before and (
+            metric(text, "agent_operator_queue_depth") + metric(text, "agent_operator_queue_busy")
+            == 0
+        )
+
+    wait_for(operator_acted_on_the_deletion, 30, "the operator to see the Pod's deletion")
     again = views.check(crds, valkey_url, feed, namespace, "once", "Completed")
-    assert again["metadata"]["resourceVersion"] == operator_saw
+    assert again["metadata"]["resourceVersion"] == done["metadata"]["resourceVersion"]
     assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").strip() == ""
     assert len(views.stream(valkey_url, done["metadata"]["uid"])) == 3
 

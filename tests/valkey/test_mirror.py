@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import random
+import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
@@ -500,3 +503,73 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(valkey_url:
         "killed": 90,
         "completedAt": None,
     }
+
+
+# --- every operation is bounded, and fails only with the mirror's own errors ---
+
+
+def test_a_hung_server_costs_an_operation_its_timeout_and_no_more(
+    restartable_valkey: RestartableValkey,
+) -> None:
+    assert restartable_valkey.proc is not None
+    pid = restartable_valkey.proc.pid
+
+    async def scenario() -> tuple[str, float]:
+        conn = mirror.client(restartable_valkey.url)  # each reply may take 5 s, 5 tries
+        m = mirror.Mirror(conn, timeout=0.5)
+        try:
+            await m.record(AGENT, LIFE[0])  # connected and the script loaded
+            os.kill(pid, signal.SIGSTOP)
+            began = time.monotonic()
+            with pytest.raises(mirror.ValkeyUnavailable) as caught:
+                await m.resync(AGENT, status_of(LIFE))
+            return str(caught.value), time.monotonic() - began
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            await conn.aclose()
+
+    message, took = asyncio.run(scenario())
+    assert message == "Valkey is unreachable: no answer within 0.5 s"
+    # Bounded by the operation's timeout, retries included; the client alone would wait at
+    # least one socket timeout (5 s) before even trying again.
+    assert took < 4
+
+
+def test_a_refused_server_is_unavailable(restartable_valkey: RestartableValkey) -> None:
+    restartable_valkey.stop()
+
+    async def scenario() -> None:
+        conn = mirror.client(restartable_valkey.url, attempts=1)
+        try:
+            await mirror.Mirror(conn).ping()
+        finally:
+            await conn.aclose()
+
+    refused = r"^Valkey is unreachable: Error 111 connecting"
+    with pytest.raises(mirror.ValkeyUnavailable, match=refused):
+        asyncio.run(scenario())
+
+
+def test_an_error_reply_is_a_refusal(valkey_url: str) -> None:
+    async def scenario(m: mirror.Mirror) -> None:
+        await m.conn.set(m.agent_key(AGENT.namespace, AGENT.name), "not a hash")
+        await m.record(AGENT, LIFE[0])
+
+    with pytest.raises(mirror.ValkeyRefused, match=r"^Valkey refused: .*WRONGTYPE"):
+        run(scenario, valkey_url)
+
+
+def test_resync_from_a_known_seq_skips_the_read_and_is_refused_when_that_was_wrong(
+    valkey_url: str,
+) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[mirror.Result]]:
+        await m.record(AGENT, LIFE[0])
+        # The caller believes the record holds seq 2; it holds 1: seq 3 is refused, not applied.
+        wrong = await m.resync(AGENT, status_of(LIFE), have=2)
+        right = await m.resync(AGENT, status_of(LIFE))
+        return wrong, right
+
+    wrong, right = run(scenario, valkey_url)
+    assert [r.outcome for r in wrong] == ["refused"]
+    assert wrong[0].why == "transition 3 arrived before 2"
+    assert [r.outcome for r in right] == ["applied", "applied"]

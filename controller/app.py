@@ -1,0 +1,339 @@
+"""The wiring of ``python -m controller run``: connections, the parts, and their lifetimes.
+
+::
+
+    kopf watches ──► Operator (intake) ──► store
+                                  │
+          ┌───────────────────────┼──────────────────────────┐
+          ▼                       ▼                          ▼
+    agents queue            switches queue              mirror queue ◄── status writes,
+          │                       │                          │          anti-entropy timer
+    agents.Agents         killswitches.Killswitches   mirroring.Mirroring
+          │                       │                          │
+          └──────── kube (status, Pods, Events) ─────┘       └── mirror (Valkey), and the
+                                                                 finalizer once deleted
+
+Every part reads the store and writes through an adapter; only the mirror
+controller talks to Valkey, so Kubernetes work never waits on it. Probes and
+metrics are served from start-up to exit, on a standby too; the workers run
+only while this process leads (at once without an election).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import kopf
+import kubernetes
+
+from controller import (
+    agents,
+    handlers,
+    killswitches,
+    kube,
+    leader,
+    metrics,
+    mirror,
+    mirroring,
+    probes,
+    settings,
+    store,
+    workqueue,
+)
+
+log = logging.getLogger("controller")
+STOP_TIMEOUT: Final = 10.0
+PRIME_RETRY: Final = 2.0
+AGENT_WORKERS: Final = 16
+SWITCH_WORKERS: Final = 2
+MIRROR_WORKERS: Final = 8
+
+
+class Operator:
+    """The parts of one acting operator, and the intake that feeds them from the watches."""
+
+    def __init__(
+        self,
+        api: kube.Kube,
+        valkey: mirror.Mirror,
+        namespaces: tuple[str, ...] = (),
+        max_concurrent: int = 0,
+        resync_interval: float = 300.0,
+        metrics_: metrics.Metrics | None = None,
+        clock: Callable[[], datetime.datetime] = agents.utcnow,
+    ) -> None:
+        self.api = api
+        self.namespaces = namespaces  # empty: every namespace
+        self.resync_interval = resync_interval
+        self.metrics = metrics_ or metrics.Metrics()
+        self.store = store.Store()
+        self.agents_queue = workqueue.WorkQueue("agents")
+        self.switches_queue = workqueue.WorkQueue("killswitches")
+        self.mirror_queue = workqueue.WorkQueue("mirror")
+        warnings = kube.Recorder(api)
+        self.agents = agents.Agents(
+            api,
+            self.store,
+            self.agents_queue,
+            self.mirror_queue,
+            self.switches_queue,
+            warnings,
+            clock=clock,
+            max_concurrent=max_concurrent,
+            metrics_=self.metrics,
+        )
+        self.mirroring = mirroring.Mirroring(
+            api, self.store, valkey, self.mirror_queue, warnings, clock, self.metrics
+        )
+        self.killswitches = killswitches.Killswitches(
+            api, self.store, self.agents_queue, self.mirroring.switch_changed, clock
+        )
+        self.metrics.watch_fleet(self.fleet)
+
+    # --- the intake (handlers.Intake) ---
+
+    def agent_event(self, body: dict[str, Any], gone: bool) -> None:
+        self.metrics.watch_events.labels("agent", _type(gone)).inc()
+        if self.store.observe_agent(body, gone):
+            key = store.key_of(body)
+            self.agents_queue.add(key)
+            self.mirror_queue.add(key)
+
+    def pod_event(self, body: dict[str, Any], gone: bool) -> None:
+        self.metrics.watch_events.labels("pod", _type(gone)).inc()
+        key = self.store.observe_pod(body, gone)
+        if key is not None:
+            self.agents_queue.add(key)
+
+    def switch_event(self, body: dict[str, Any], gone: bool) -> None:
+        self.metrics.watch_events.labels("killswitch", _type(gone)).inc()
+        self.switches_queue.add(self.store.observe_switch(body, gone))
+
+    # --- running ---
+
+    async def prime(self) -> None:
+        """Fill the store before any worker acts, as an informer syncs before its controller
+        runs: slots already held are counted, and every record is checked after a restart."""
+        listed = []
+        for namespace in self.namespaces or (None,):
+            listed += await self.api.list_agents(namespace)
+        for body in listed:
+            self.agent_event(body, gone=False)
+        for body in await self.api.list_killswitches():
+            self.switch_event(body, gone=False)
+        self.mirroring.resync_all()
+
+    async def run(self) -> None:
+        """The workers and the anti-entropy timer, until cancelled or a part dies."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                workqueue.run_workers(
+                    self.agents_queue, self.agents.reconcile, AGENT_WORKERS, _retrying
+                )
+            )
+            group.create_task(
+                workqueue.run_workers(
+                    self.switches_queue, self.killswitches.reconcile, SWITCH_WORKERS, _retrying
+                )
+            )
+            group.create_task(
+                workqueue.run_workers(
+                    self.mirror_queue, self.mirroring.reconcile, MIRROR_WORKERS, _retrying
+                )
+            )
+            group.create_task(self.mirroring.resync_every(self.resync_interval))
+
+    async def drain(self) -> None:
+        """Take no new work; let the passes under way finish."""
+        await asyncio.gather(
+            self.agents_queue.shut_down_with_drain(),
+            self.switches_queue.shut_down_with_drain(),
+            self.mirror_queue.shut_down_with_drain(),
+        )
+
+    def fleet(self) -> metrics.Fleet:
+        """The agents as this process knows them, for the metrics' gauges."""
+        phases: dict[str, int] = {}
+        for body in self.store.agents():
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            phases[phase] = phases.get(phase, 0) + 1
+        behind, backlog = self.mirroring.behind()
+        return metrics.Fleet(
+            phases,
+            mirror_behind=behind,
+            mirror_backlog=backlog,
+            queue_depth=len(self.agents_queue) + len(self.switches_queue),
+            queue_busy=self.agents_queue.processing + self.switches_queue.processing,
+            mirror_queue_depth=len(self.mirror_queue),
+        )
+
+
+def _type(gone: bool) -> str:
+    return "deleted" if gone else "changed"
+
+
+_EXPECTED: Final = (kube.ApiError, kube.KubernetesUnavailable, mirror.MirrorError)
+
+
+def _retrying(key: str, exc: BaseException, delay: float) -> None:
+    """One line for a failure the operator expects (the API or Valkey said no); a
+    traceback for anything else, which is a bug. The key is tried again either way."""
+    if isinstance(exc, _EXPECTED):
+        log.warning("%s: %s; trying again in %.1f s", key, exc, delay)
+    else:
+        log.error("%s: reconcile failed; trying again in %.1f s", key, delay, exc_info=exc)
+
+
+async def run(config: settings.Settings) -> int:
+    kube_config = kube.load_config(config.kubeconfig)
+    api = kube.Kube(kube_config)
+    conn = mirror.connect(config)
+    try:
+        server = await api.server_info()
+        log.info("connected to Kubernetes %s at %s", server.version, server.host)
+        valkey = await mirror.server_info(conn, config.valkey_url)
+        log.info("connected to %s %s at %s", valkey.server, valkey.version, valkey.address)
+        return await _serve(config, kube_config, api, conn)
+    finally:
+        await api.close()
+        await conn.aclose()
+
+
+async def _serve(
+    config: settings.Settings,
+    kube_config: kubernetes.client.Configuration,
+    api: kube.Kube,
+    conn: Any,
+) -> int:
+    """Probes from the start; then, once leading (at once without an election), the work."""
+    measures = metrics.Metrics()
+    valkey = mirror.Mirror(
+        conn,
+        prefix=config.valkey_key_prefix,
+        stream_maxlen=config.valkey_stream_maxlen,
+        deleted_ttl_seconds=config.valkey_deleted_ttl_seconds,
+        timeout=config.valkey_timeout_seconds,
+    )
+    operator = Operator(
+        api,
+        valkey,
+        namespaces=config.watch_namespaces,
+        max_concurrent=config.max_concurrent_agents,
+        resync_interval=config.valkey_resync_interval_seconds,
+        metrics_=measures,
+    )
+    workers: asyncio.Task[None] | None = None
+    probes_ = probes.Probes(
+        config.http_host,
+        config.http_port,
+        measures.registry,
+        ready=lambda: probes.problems(api, valkey),
+        live=lambda: workers is None or not workers.done(),
+    )
+    port = await probes_.start()
+    log.info("serving /healthz, /readyz and /metrics on %s:%d", config.http_host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    lease = None
+    if config.leader_election_namespace:
+        lease = leader.Lease(
+            api,
+            config.leader_election_namespace,
+            config.lease_name,
+            config.pod_name,
+            duration=config.lease_duration_seconds,
+            deadline=config.lease_duration_seconds * 2 / 3,
+            retry=max(1.0, config.lease_duration_seconds / 7),
+        )
+    try:
+        if lease is not None:
+            log.info("standby: waiting for lease %s/%s", lease.namespace, lease.name)
+            if not await _until_first(lease.acquire(), stop.wait()):
+                return 0  # stopped while standing by
+        measures.leader.set(1)
+        if not await _until_first(_prime(operator), stop.wait()):
+            return 0  # stopped before the work began
+        registry = kopf.OperatorRegistry()
+        handlers.register(registry, operator, kube_config)
+        where = ", ".join(config.watch_namespaces) or "all namespaces"
+        log.info("ready; watching agents in %s; waiting for SIGINT or SIGTERM", where)
+        workers = asyncio.create_task(operator.run())
+        watching = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not config.watch_namespaces,
+                namespaces=config.watch_namespaces,
+                stop_flag=stop,
+            )
+        )
+        running = {workers, watching}
+        holding = asyncio.create_task(lease.hold()) if lease is not None else None
+        if holding is not None:
+            running.add(holding)
+        # Until a signal ends kopf, the Lease is lost, or something dies.
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        failure = next(
+            (t.exception() or "ended" for t in done if t is not watching and not t.cancelled()),
+            None,
+        )
+        if failure is None:
+            # A clean stop: the passes under way finish, then the workers end.
+            try:
+                await asyncio.wait_for(operator.drain(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("work under way did not finish within %g s; leaving it", STOP_TIMEOUT)
+        # Stop acting first: the workers are what writes.
+        for task in (workers, holding):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.gather(watching, return_exceptions=True), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("kopf did not stop within %g s; leaving it", STOP_TIMEOUT)
+        if failure is not None:
+            log.error("stopping at once: %s", failure)
+            return 1  # restarted, as a standby if another replica leads by then
+        if lease is not None:
+            await lease.release()  # a rolling update hands over at once
+        log.info("stopping")
+        return 0
+    finally:
+        measures.leader.set(0)
+        await probes_.stop()
+
+
+async def _prime(operator: Operator) -> None:
+    """``operator.prime()``, tried again until the API server answers."""
+    while True:
+        try:
+            await operator.prime()
+            return
+        except (kube.ApiError, kube.KubernetesUnavailable) as exc:
+            log.warning("cannot list agents yet: %s; trying again in %g s", exc, PRIME_RETRY)
+            await asyncio.sleep(PRIME_RETRY)
+
+
+async def _until_first(first: Awaitable[None], other: Awaitable[Any]) -> bool:
+    """Run both until one ends; the other is cancelled. True if ``first`` ended first (its
+    exception, if any, is raised)."""
+    a, b = asyncio.ensure_future(first), asyncio.ensure_future(other)
+    done, _ = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (a, b):
+        if task not in done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if a in done:
+        a.result()
+        return True
+    b.result()
+    return False

@@ -1,0 +1,215 @@
+"""The mirror controller: Valkey follows each Agent's recorded status, and never leads.
+
+The Agent's status is the outbox. Its ``history`` holds every recorded
+transition with its time, so bringing an agent's Valkey record up to date is
+one question — which transitions does the record lack? — answered the same way
+for the first write, a retry, the resync after a restart and the periodic
+anti-entropy pass that repairs a wiped, restored or failed-over Valkey: replay
+them, in order, with their original times (``mirror.Mirror.resync``).
+
+This controller has a queue of its own (keys ``namespace/name`` of agents and
+``killswitch:NAME`` of switches), fed by every status write and watch event.
+Each Valkey call is bounded (``VALKEY_TIMEOUT_SECONDS``), so a hung Valkey
+costs a mirror worker its backoff and the agents' workers nothing. Only the
+removal of an Agent's finalizer waits on Valkey: it comes after
+``agent.deleted`` is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import pydantic
+
+from controller import (
+    killswitch,
+    kube,
+    lifecycle,
+    metrics,
+    mirror,
+    models,
+    store,
+    workqueue,
+)
+
+log = logging.getLogger(__name__)
+
+# Queue keys of switches on the mirror's queue (no namespace has a colon).
+SWITCH_PREFIX: Final = "killswitch:"
+VALKEY_UNREACHABLE: Final = "ValkeyUnreachable"
+MIRROR_REFUSED: Final = "MirrorRefused"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirrored:
+    """What this process knows the agent's Valkey record holds (it wrote or read it)."""
+
+    uid: str
+    seq: int
+
+
+class Mirroring:
+    def __init__(
+        self,
+        api: kube.Kube,
+        cache: store.Store,
+        valkey: mirror.Mirror,
+        queue: workqueue.WorkQueue,
+        warnings: kube.Recorder,
+        clock: Callable[[], datetime.datetime],
+        metrics_: metrics.Metrics | None = None,
+    ) -> None:
+        self.kube = api
+        self.store = cache
+        self.valkey = valkey
+        self.queue = queue
+        self.warnings = warnings
+        self.clock = clock
+        self.metrics = metrics_ or metrics.Metrics()
+        self._mirrored: dict[str, Mirrored] = {}
+        self._forced: set[str] = set()  # keys whose record must be read, not assumed
+
+    def switch_changed(self, name: str) -> None:
+        """The switch's status was written (or first seen): its record is to follow."""
+        self.queue.add(SWITCH_PREFIX + name)
+
+    # --- anti-entropy ---
+
+    def resync_all(self) -> None:
+        """Check every agent's and switch's record against its status, whatever this
+        process believes it holds: the repair after a wiped or failed-over Valkey."""
+        for key in self.store.agent_keys():
+            self._forced.add(key)
+            self.queue.add(key)
+        for name in self.store.switch_names():
+            self.switch_changed(name)
+
+    async def resync_every(self, interval: float) -> None:
+        """``resync_all`` every ``interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.resync_all()
+
+    def behind(self) -> tuple[int, int]:
+        """(agents whose record is behind their status, transitions missing) as far as this
+        process knows, for the metrics."""
+        agents_behind = transitions = 0
+        for body in self.store.agents():
+            known = self._mirrored.get(store.key_of(body))
+            uid = body["metadata"].get("uid")
+            have = known.seq if known is not None and known.uid == uid else 0
+            missing = int((body.get("status") or {}).get("seq") or 0) - have
+            if missing > 0:
+                agents_behind += 1
+                transitions += missing
+        return agents_behind, transitions
+
+    # --- one pass ---
+
+    async def reconcile(self, key: str) -> workqueue.Result:
+        if key.startswith(SWITCH_PREFIX):
+            await self._mirror_switch(key.removeprefix(SWITCH_PREFIX))
+            return workqueue.Result()
+        body = self.store.agent(key)
+        if body is None:
+            self._mirrored.pop(key, None)
+            self._forced.discard(key)
+            return workqueue.Result()
+        try:
+            agent = models.Agent.model_validate(body)
+        except pydantic.ValidationError:
+            return workqueue.Result()  # the agents controller reports it
+        try:
+            await self._follow(agent)
+            if _deleting(agent, body):
+                await self._finish_deletion(agent, body)
+        except mirror.MirrorError as exc:
+            self.metrics.mirror_errors.inc()
+            self._forced.add(key)  # what the record holds is unknown now
+            unreachable = isinstance(exc, mirror.ValkeyUnavailable)
+            reason = VALKEY_UNREACHABLE if unreachable else MIRROR_REFUSED
+            waits = "deletion waits for Valkey: " if _deleting(agent, body) else ""
+            await self.warnings.post(body, reason, f"{waits}{exc}")
+            raise
+        except kube.Conflict:
+            # The finalizers were written on a stale copy: read the Agent afresh, go again.
+            fresh = await self.kube.get_agent(agent.metadata.namespace, agent.metadata.name)
+            if fresh is None:
+                self.store.forget(key)  # gone meanwhile: nothing left to finish
+            else:
+                self.store.put_agent(fresh)
+            return workqueue.Result(requeue=True)
+        return workqueue.Result()
+
+    async def _follow(self, agent: models.Agent) -> None:
+        """Apply the transitions of the status that the record lacks."""
+        key = agent.ref
+        uid = agent.metadata.uid
+        known = self._mirrored.get(key)
+        forced = key in self._forced
+        have = known.seq if known is not None and known.uid == uid and not forced else None
+        if have is not None and have >= agent.status.seq:
+            return  # nothing new: no Valkey call at all
+        ref = mirror.AgentRef.of(agent)
+        results = await self.valkey.resync(ref, agent.status, have=have)
+        if any(r.outcome is mirror.Outcome.REFUSED for r in results):
+            # What this process assumed of the record was wrong: read it, then replay.
+            why = next(r.why for r in results if r.outcome is mirror.Outcome.REFUSED)
+            log.info("%s: the mirror refused a transition (%s); reading the record", key, why)
+            results = await self.valkey.resync(ref, agent.status)
+            refused = [r for r in results if r.outcome is mirror.Outcome.REFUSED]
+            if refused:
+                raise mirror.ValkeyRefused(f"the mirror refused {key}: {refused[0].why}")
+        self._forced.discard(key)
+        self._mirrored[key] = Mirrored(uid, agent.status.seq)
+        applied = sum(r.outcome is mirror.Outcome.APPLIED for r in results)
+        if not applied:
+            return
+        now = self.clock()
+        for entry in agent.status.history[len(agent.status.history) - applied :]:
+            self.metrics.mirrored(entry.at, now)
+        written = self.store.written_at(key)
+        if written is not None:
+            self.metrics.mirror_lag.observe(max(0.0, self.store.monotonic() - written))
+        if forced:
+            self.metrics.mirror_replays.inc(applied)
+
+    async def _finish_deletion(self, agent: models.Agent, body: dict[str, Any]) -> None:
+        """The final event, then let the Agent go."""
+        steps = mirror.steps(agent.status)
+        result = await self.valkey.record_deleted(
+            mirror.AgentRef.of(agent), steps[-1], self.clock()
+        )
+        if result.outcome is mirror.Outcome.REFUSED:
+            raise mirror.ValkeyRefused(f"the mirror refused the deletion: {result.why}")
+        finalizers = [f for f in body["metadata"].get("finalizers", []) if f != models.FINALIZER]
+        meta = agent.metadata
+        with contextlib.suppress(kube.NotFound):
+            await self.kube.write_finalizers(
+                meta.namespace, meta.name, meta.resource_version, finalizers
+            )
+        log.info("%s: deleted; released", agent.ref)
+
+    async def _mirror_switch(self, name: str) -> None:
+        body = self.store.switch(name)
+        if body is None:
+            return
+        switch = killswitch.Switch.of(body)
+        state = models.KillswitchStatus.model_validate(body.get("status") or {})
+        if await self.valkey.record_killswitch(name, switch.spec, state, self.clock()):
+            log.info("killswitch %s %s", name, "engaged" if switch.spec.engaged else "disengaged")
+
+
+def _deleting(agent: models.Agent, body: dict[str, Any]) -> bool:
+    """Deleted, finished, and still held by our finalizer: the deletion is ours to finish."""
+    return (
+        agent.metadata.deletion_timestamp is not None
+        and agent.status.phase in lifecycle.TERMINAL
+        and models.FINALIZER in (body["metadata"].get("finalizers") or [])
+    )

@@ -1,0 +1,325 @@
+"""What the watches delivered, kept small, so that a reconcile pass reads memory, not the API.
+
+The store holds the last-seen body of every Agent, Pod of ours and Killswitch
+(from the watches, and from the responses to our own writes), trimmed to what
+the operator reads: no ``managedFields``, no Pod spec, no annotations. It also
+keeps what a cache needs to be trusted:
+
+- an Agent -> Pod index (``namespace/name`` of the owner -> its Pod as last seen,
+  and whether that was its deletion: the Pod's tombstone);
+- tombstones of deleted Agents (their uid), so a late write response of a deleted
+  life never brings it back;
+- expectations: the resourceVersion of our own last status write (its watch echo
+  is not worked on again) and the slots promised to agents whose Pod is being made;
+- for the concurrency limit, kept up to date on every change rather than counted
+  by a LIST: the agents that hold a slot, and the line of those that want one.
+
+A stale body is harmless: every write carries the resourceVersion it was decided
+on, so the API server refuses it (Conflict) and the agent is read afresh.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+from controller import killswitch, lifecycle, models, workload
+
+_AGENT_META: Final = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "finalizers",
+)
+_POD_META: Final = (
+    "name",
+    "namespace",
+    "uid",
+    "labels",
+    "ownerReferences",
+    "deletionTimestamp",
+)
+_POD_STATUS: Final = ("phase", "reason", "startTime")
+_CONTAINER_STATE: Final = ("startedAt", "finishedAt", "exitCode", "message", "reason")
+# Deleted Agents remembered, oldest forgotten first: enough for any late response in flight.
+TOMBSTONES: Final = 4096
+
+Body = dict[str, Any]
+
+
+def trim_agent(body: Mapping[str, Any]) -> Body:
+    """An Agent with only what the operator reads."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", models.API_VERSION),
+        "kind": body.get("kind", "Agent"),
+        "metadata": {k: meta[k] for k in _AGENT_META if k in meta},
+        "spec": body.get("spec"),
+        "status": body.get("status") or {},
+    }
+
+
+def trim_pod(body: Mapping[str, Any]) -> Body:
+    """A Pod with only what ``workload.observe`` and the index read."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    containers = []
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        containers.append(
+            {
+                "state": {
+                    kind: {k: v for k, v in (state[kind] or {}).items() if k in _CONTAINER_STATE}
+                    for kind in ("running", "terminated", "waiting")
+                    if state.get(kind)
+                }
+            }
+        )
+    trimmed_status: Body = {k: status[k] for k in _POD_STATUS if k in status}
+    if containers:
+        trimmed_status["containerStatuses"] = containers
+    return {"metadata": {k: meta[k] for k in _POD_META if k in meta}, "status": trimmed_status}
+
+
+def key_of(body: Mapping[str, Any]) -> str:
+    meta = body["metadata"]
+    return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+def owner_key(pod: Mapping[str, Any]) -> str | None:
+    """``namespace/name`` of the Agent that owns the Pod, if one does."""
+    meta = pod["metadata"]
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "Agent" and owner.get("apiVersion") == models.API_VERSION:
+            return f"{meta['namespace']}/{owner['name']}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SeenPod:
+    body: Body
+    gone: bool  # the watch reported its deletion: a tombstone of this very Pod
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """An agent in line for a slot: its key and when it was created (the line's order)."""
+
+    key: str
+    created: str
+
+
+def _holds_a_slot(status: Mapping[str, Any]) -> bool:
+    return bool(status.get("podName")) and status.get("phase") not in lifecycle.TERMINAL
+
+
+def _wants_a_slot(body: Mapping[str, Any]) -> bool:
+    """An agent that would have its Pod made if there were room."""
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    return (
+        not status.get("podName")
+        and status.get("phase") in (None, lifecycle.Phase.SPAWNING)
+        and not body["metadata"].get("deletionTimestamp")
+        and spec.get("desiredPhase", models.DesiredPhase.RUNNING) == models.DesiredPhase.RUNNING
+    )
+
+
+class Store:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._agents: dict[str, Body] = {}
+        self._pods: dict[str, SeenPod] = {}
+        self._switches: dict[str, killswitch.Switch] = {}
+        self._switch_bodies: dict[str, Body] = {}
+        self._written: dict[str, str] = {}  # key -> resourceVersion of our last status write
+        self._written_at: dict[str, float] = {}  # key -> when (monotonic) it was written
+        self._tombstones: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._holding: set[str] = set()  # agents with a live Pod (podName, not terminal)
+        self._promised: set[str] = set()  # admitted, Pod being made, status not yet showing it
+        self._line: dict[str, Waiting] = {}
+
+    # --- agents ---
+
+    def observe_agent(self, body: Mapping[str, Any], gone: bool = False) -> bool:
+        """A watch event of an Agent; True when it is news worth a pass.
+
+        The echo of our own last status write is stored but not news (the pass that
+        made it acted on exactly that state), unless an older event replaced our
+        write's body in between: a pass may have acted on that older state.
+        """
+        key = key_of(body)
+        if gone:
+            self._tombstone(key, str(body["metadata"].get("uid", "")))
+            self._drop_agent(key)
+            return True
+        trimmed = trim_agent(body)
+        before = self._agents.get(key)
+        self._tombstones.pop(key, None)  # a body the API server sends is alive
+        self._set_agent(key, trimmed)
+        version = trimmed["metadata"].get("resourceVersion")
+        written = self._written.get(key)
+        stale_between = before is not None and before["metadata"].get("resourceVersion") != version
+        return written is None or version != written or stale_between
+
+    def put_agent(self, body: Mapping[str, Any], written: bool = False) -> Body | None:
+        """Our own read or write's response; ``written``: a status write of ours, whose watch
+        echo is then no news. None (not stored) if that Agent was deleted meanwhile."""
+        key = key_of(body)
+        uid = str(body["metadata"].get("uid", ""))
+        if self._tombstones.get(key) == uid:
+            return None
+        trimmed = trim_agent(body)
+        self._set_agent(key, trimmed)
+        if written:
+            self._written[key] = str(trimmed["metadata"].get("resourceVersion", ""))
+            self._written_at[key] = self.monotonic()
+        return trimmed
+
+    def written_at(self, key: str) -> float | None:
+        """When (``monotonic``) our last write of the Agent landed: where mirror lag starts."""
+        return self._written_at.get(key)
+
+    def agent(self, key: str) -> Body | None:
+        return self._agents.get(key)
+
+    def agent_keys(self) -> list[str]:
+        return list(self._agents)
+
+    def agents(self) -> Iterator[Body]:
+        return iter(self._agents.values())
+
+    def invalidate(self, key: str) -> None:
+        """The cached body proved stale (a write conflicted): the next pass reads afresh."""
+        self._agents.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        """The agent is gone for good: drop everything kept of it."""
+        self._drop_agent(key)
+        self._pods.pop(key, None)
+
+    def _set_agent(self, key: str, body: Body) -> None:
+        self._agents[key] = body
+        status = body.get("status") or {}
+        if _holds_a_slot(status):
+            self._holding.add(key)
+        else:
+            self._holding.discard(key)
+        if status.get("podName") or status.get("phase") in lifecycle.TERMINAL:
+            self._promised.discard(key)
+        if _wants_a_slot(body):
+            created = str(body["metadata"].get("creationTimestamp") or "")
+            self._line[key] = Waiting(key, created)
+        else:
+            self._line.pop(key, None)
+
+    def _drop_agent(self, key: str) -> None:
+        self._agents.pop(key, None)
+        self._written.pop(key, None)
+        self._written_at.pop(key, None)
+        self._holding.discard(key)
+        self._promised.discard(key)
+        self._line.pop(key, None)
+
+    def _tombstone(self, key: str, uid: str) -> None:
+        self._tombstones[key] = uid
+        self._tombstones.move_to_end(key)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+
+    # --- the concurrency limit ---
+
+    def slots_held(self) -> int:
+        """Agents with a live Pod, and those promised one whose status does not show it yet."""
+        return len(self._holding | self._promised)
+
+    def holds(self, key: str) -> bool:
+        return key in self._holding or key in self._promised
+
+    def promise(self, key: str) -> None:
+        """A slot is this agent's from now: its Pod is about to be made."""
+        self._promised.add(key)
+
+    def unpromise(self, key: str) -> None:
+        """The Pod was not made after all (the attempt failed): the slot is free again."""
+        self._promised.discard(key)
+
+    def line(self) -> list[Waiting]:
+        """The agents waiting for a slot, in no particular order."""
+        return list(self._line.values())
+
+    # --- pods ---
+
+    def observe_pod(self, body: Mapping[str, Any], gone: bool = False) -> str | None:
+        """A watch event of a Pod; the key of the Agent that owns it, if one does."""
+        key = owner_key(body)
+        if key is not None:
+            self._pods[key] = SeenPod(trim_pod(body), gone)
+        return key
+
+    def put_pod(self, key: str, body: Mapping[str, Any]) -> None:
+        """A Pod we made or read: expected, even before its watch event comes."""
+        self._pods[key] = SeenPod(trim_pod(body), False)
+
+    def pod(self, key: str) -> SeenPod | None:
+        return self._pods.get(key)
+
+    # --- killswitches ---
+
+    def observe_switch(self, body: Mapping[str, Any], gone: bool = False) -> str:
+        name = str(body["metadata"]["name"])
+        if gone:
+            self._switches.pop(name, None)
+            self._switch_bodies.pop(name, None)
+        else:
+            self.put_switch(body)
+        return name
+
+    def put_switch(self, body: Mapping[str, Any]) -> None:
+        name = str(body["metadata"]["name"])
+        self._switch_bodies[name] = {
+            "metadata": {
+                k: body["metadata"][k] for k in ("name", "resourceVersion") if k in body["metadata"]
+            },
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {},
+        }
+        self._switches[name] = killswitch.Switch.of(body)
+
+    def replace_switches(self, bodies: list[Body]) -> None:
+        """A fresh listing of every switch: the ones not in it are gone."""
+        for name in set(self._switches) - {str(b["metadata"]["name"]) for b in bodies}:
+            self._switches.pop(name, None)
+            self._switch_bodies.pop(name, None)
+        for body in bodies:
+            self.put_switch(body)
+
+    def switches(self) -> list[killswitch.Switch]:
+        return list(self._switches.values())
+
+    def switch(self, name: str) -> Body | None:
+        return self._switch_bodies.get(name)
+
+    def switch_names(self) -> list[str]:
+        return list(self._switch_bodies)
+
+
+def pod_of(seen: SeenPod | None, pod_name: str, uid: str) -> SeenPod | None:
+    """The index's Pod if it is this very agent's Pod (its name and the agent's uid)."""
+    if seen is None:
+        return None
+    labels = seen.body["metadata"].get("labels") or {}
+    if (
+        seen.body["metadata"].get("name") == pod_name
+        and labels.get(workload.LABEL_AGENT_UID) == uid
+    ):
+        return seen
+    return None

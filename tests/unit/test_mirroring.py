@@ -1,0 +1,104 @@
+"""The mirror controller's fault paths: Valkey follows the status, and only deletion waits on it."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from controller import kube, mirror, models
+from tests.unit.fakes import KEY, FakeKube, agent_body, operator, recorded
+
+
+def test_a_record_refused_even_after_reading_it_is_reported_and_retried() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    api = FakeKube(body)
+    op, valkey = operator(api)
+    op.agent_event(copy.deepcopy(body), gone=False)
+    valkey.refuse = "the agent is deleted"
+    with pytest.raises(mirror.ValkeyRefused, match="the mirror refused team-a/worker: the agent"):
+        asyncio.run(op.mirroring.reconcile(KEY))
+    assert valkey.reads == 2, "the record was read again before giving up"
+    assert ("Warning", "MirrorRefused") in [(k, r) for k, r, _ in api.events]
+    assert op.fleet().mirror_behind == 1
+    assert op.fleet().mirror_backlog == 2
+
+
+def test_a_stale_copy_never_drops_the_finalizer_it_did_not_see() -> None:
+    body = agent_body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    body["status"] = recorded("Spawning", "Killed", pod=False)
+    api = FakeKube(body)
+    op, valkey = operator(api)
+    op.agent_event(copy.deepcopy(body), gone=False)
+    assert api.body is not None
+    api.body["metadata"]["finalizers"] = [models.FINALIZER, "someone.else/keep"]
+    api._bump()  # someone added a finalizer since the watch showed the Agent
+    result = asyncio.run(op.mirroring.reconcile(KEY))
+    assert result.requeue, "read afresh, then tried again at once"
+    assert api.body["metadata"]["finalizers"] == [models.FINALIZER, "someone.else/keep"]
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert api.body["metadata"]["finalizers"] == ["someone.else/keep"]
+    assert valkey.deleted == [KEY]
+
+
+def test_a_gone_agent_or_switch_is_nothing_to_mirror() -> None:
+    op, valkey = operator(FakeKube(None))
+    asyncio.run(op.mirroring.reconcile(KEY))
+    asyncio.run(op.mirroring.reconcile("killswitch:gone"))
+    assert (valkey.steps, valkey.switches) == ([], [])
+
+
+def test_anti_entropy_puts_every_agent_and_switch_on_the_queue() -> None:
+    op, _ = operator(FakeKube(None))
+    op.agent_event(agent_body(), gone=False)
+    op.switch_event({"metadata": {"name": "all-stop"}, "spec": {}}, gone=False)
+
+    async def one_round() -> list[str]:
+        taken = []
+        while len(op.mirror_queue):  # what the watch events queued
+            key = await op.mirror_queue.get()
+            op.mirror_queue.done(key)
+        task = asyncio.create_task(op.mirroring.resync_every(0.01))
+        while len(op.mirror_queue) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        while len(op.mirror_queue):
+            taken.append(await op.mirror_queue.get())
+        return sorted(taken)
+
+    assert asyncio.run(one_round()) == ["killswitch:all-stop", KEY]
+
+
+class Vanishing(FakeKube):
+    """The Agent is deleted for good between our read and our write."""
+
+    async def write_finalizers(
+        self, namespace: str, name: str, rv: str, finalizers: list[str]
+    ) -> dict[str, Any]:
+        self.body = None
+        raise kube.Conflict(409, "the object has been modified")
+
+
+def test_an_agent_gone_while_its_deletion_was_finishing_is_forgotten() -> None:
+    body = agent_body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    body["status"] = recorded("Spawning", "Killed", pod=False)
+    api = Vanishing(body)
+    op, _ = operator(api)
+    op.agent_event(copy.deepcopy(body), gone=False)
+    assert asyncio.run(op.mirroring.reconcile(KEY)).requeue
+    assert op.store.agent(KEY) is None
+
+
+def test_a_switch_is_announced_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    op, valkey = operator(FakeKube(None))
+    op.switch_event({"metadata": {"name": "all-stop"}, "spec": {"engaged": True}}, gone=False)
+    with caplog.at_level("INFO", logger="controller.mirroring"):
+        asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+        asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    assert valkey.switches == [("all-stop", True)] * 2
+    assert [r.getMessage() for r in caplog.records] == ["killswitch all-stop engaged"]
