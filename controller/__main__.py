@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-from controller import app, kube, mirror, settings
+from controller import app, kube, logs, mirror, settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the operator against KUBECONFIG (or in-cluster) and VALKEY_URL")
     parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # kopf reports every handled watch event at INFO; the controllers log what matters.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         config = settings.load()
+        logs.configure(config.log_format)
         return asyncio.run(app.run(config))
     except (settings.SettingsError, kube.KubernetesUnavailable, mirror.ValkeyUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -238,9 +238,7 @@ async def _serve(
     port = await probes_.start()
     log.info("serving /healthz, /readyz and /metrics on %s:%d", config.http_host, port)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _on_signals(stop)
     lease = None
     if config.leader_election_namespace:
         lease = leader.Lease(
@@ -312,14 +310,35 @@ async def _serve(
         await probes_.stop()
 
 
+def _on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``: the one way this process is asked to end.
+
+    kopf installs handlers of its own for both as it starts, replacing ours, and a
+    second Ctrl-C then fails inside kopf (``InvalidStateError`` from a future set
+    twice). So on this loop, later handlers for these two signals are not installed:
+    ours stay the only ones, and ``stop`` (kopf's ``stop_flag``) stops kopf too.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    install = loop.add_signal_handler
+
+    def install_unless_ours(sig: int, callback: Callable[..., object], *args: Any) -> None:
+        if sig not in (signal.SIGINT, signal.SIGTERM):
+            install(sig, callback, *args)
+
+    loop.add_signal_handler = install_unless_ours  # type: ignore[method-assign,assignment]
+
+
 async def _prime(operator: Operator) -> None:
-    """``operator.prime()``, tried again until the API server answers."""
+    """``operator.prime()``, tried again until the API server serves Agents (CRDs installed a
+    moment ago are not served at once) and answers."""
     while True:
         try:
             await operator.prime()
             return
         except (kube.ApiError, kube.KubernetesUnavailable) as exc:
-            log.warning("cannot list agents yet: %s; trying again in %g s", exc, PRIME_RETRY)
+            log.info("waiting for the API server to serve agents: %s", exc)
             await asyncio.sleep(PRIME_RETRY)
 
 

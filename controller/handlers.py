@@ -33,7 +33,7 @@ def register(
     config: kubernetes.client.Configuration,
 ) -> None:
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Transition events are ours to post; kopf's own log lines would flood `describe`.
         settings.posting.enabled = False
         settings.watching.server_timeout = 300

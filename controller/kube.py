@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import logging
+import pathlib
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MERGE_PATCH: Final = "application/merge-patch+json"
 COMPONENT: Final = "agent-lifecycle-operator"
 AGENTS: Final = f"/apis/{models.API_VERSION}"
+# Without KUBECONFIG (read by settings, never here): kubectl's default file.
+DEFAULT_KUBECONFIG: Final = str(pathlib.Path("~/.kube/config").expanduser())
 
 
 class KubernetesUnavailable(RuntimeError):
@@ -68,7 +71,9 @@ def load_config(
     config = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_kube_config(
-            config_file=kubeconfig or None, context=context, client_configuration=config
+            config_file=kubeconfig or DEFAULT_KUBECONFIG,
+            context=context,
+            client_configuration=config,
         )
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError) as kube_exc:
         try:
@@ -85,7 +90,7 @@ def context_namespace(kubeconfig: str | None, context: str | None = None) -> str
     """The namespace the kubeconfig's (current) context names, as kubectl uses it."""
     try:
         contexts, current = kubernetes.config.list_kube_config_contexts(
-            config_file=kubeconfig or None
+            config_file=kubeconfig or DEFAULT_KUBECONFIG
         )
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
         return "default"

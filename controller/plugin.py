@@ -2,7 +2,9 @@
 
 Installed with the package as the executable ``kubectl-agents``, so kubectl
 finds it as a plugin. It uses the kubeconfig, context and namespace flags as
-kubectl does, and ``VALKEY_URL`` (or ``--valkey-url``) for the event stream,
+kubectl does (``events`` shows one namespace, or all with ``-A``), reads the
+environment through ``settings`` as the operator does, and ``VALKEY_URL`` (or
+``--valkey-url``) for the event stream,
 with the operator's TLS settings (``VALKEY_CA_FILE`` or ``--valkey-ca-file``,
 ``VALKEY_CERT_FILE``, ``VALKEY_KEY_FILE``), checked by the same rules.
 
@@ -19,7 +21,7 @@ import datetime
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import redis.exceptions
@@ -279,8 +281,32 @@ def render(event: dict[str, Any], output: str) -> str:
     return "  ".join(str(p) for p in parts if p != "").rstrip()
 
 
+def _events_filter(ctx: Context) -> Callable[[dict[str, Any]], bool]:
+    """Which events to show, as kubectl shows objects: the namespace's (of ``-n`` or the
+    context), or every namespace's with ``-A``; one agent's with ``--for``. A killswitch's
+    own events concern every namespace, so they show unless ``--for`` names an agent."""
+    args = ctx.args
+    namespace = None if args.all_namespaces else ctx.namespace
+    name = None
+    if args.for_:
+        kind, _, name = args.for_.rpartition("/")
+        if kind.lower() not in ("", "agent", "agents", "ag") or not name:
+            raise Failed(f"--for takes agent/NAME, not {args.for_!r}", USAGE)
+
+    def shown(event: dict[str, Any]) -> bool:
+        data = event.get("data") or {}
+        if str(event.get("type", "")).startswith("killswitch."):
+            return name is None
+        return (namespace is None or data.get("namespace") == namespace) and (
+            name is None or data.get("name") == name
+        )
+
+    return shown
+
+
 async def cmd_events(ctx: Context) -> int:
     args = ctx.args
+    shown = _events_filter(ctx)
     mirror_ = ctx.mirror()
     start = _since(args.since)
     try:
@@ -289,7 +315,9 @@ async def cmd_events(ctx: Context) -> int:
         # drop whatever arrives between two reads.
         last = "0-0" if start == "-" else (start if "-" in start else f"{start}-0")
         for entry_id, fields in entries:
-            _say(render(json.loads(fields[b"event"]), args.output))
+            event = json.loads(fields[b"event"])
+            if shown(event):
+                _say(render(event, args.output))
             last = entry_id.decode()
         while args.follow:
             found = cast(
@@ -298,7 +326,9 @@ async def cmd_events(ctx: Context) -> int:
             )
             for _, stream_entries in found or []:
                 for entry_id, fields in stream_entries:
-                    _say(render(json.loads(fields[b"event"]), args.output))
+                    event = json.loads(fields[b"event"])
+                    if shown(event):
+                        _say(render(event, args.output))
                     last = entry_id.decode()
     finally:
         await mirror_.conn.aclose()
@@ -406,7 +436,16 @@ def parser() -> argparse.ArgumentParser:
     events = sub.add_parser(
         "events", parents=[common], help="the agents' events, from the Valkey stream"
     )
-    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    events.add_argument(
+        "-f", "-w", "--follow", "--watch", action="store_true", help="keep printing new events"
+    )
+    events.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="agents of every namespace (default: the namespace of -n or the context)",
+    )
+    events.add_argument("--for", dest="for_", metavar="agent/NAME", help="one agent's events")
     events.add_argument("--since", help="from this stream id or time (RFC 3339)")
     events.add_argument("-o", "--output", choices=("text", "wide", "json"), default="text")
     events.set_defaults(run=cmd_events)

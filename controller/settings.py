@@ -15,7 +15,7 @@ import pathlib
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import pydantic
 
@@ -56,6 +56,8 @@ class Settings(pydantic.BaseModel):
     leader_election_namespace: str = ""
     lease_name: str = "agent-lifecycle-operator"
     lease_duration_seconds: Annotated[float, pydantic.Field(ge=2, le=300)] = 15.0
+    # Log lines: text for a terminal, json (one object a line) for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
     # This replica's name in the Lease (the Deployment sets it from the Pod's name).
     pod_name: str = pydantic.Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
@@ -101,6 +103,11 @@ class Settings(pydantic.BaseModel):
         return value
 
 
+def process_environment() -> Mapping[str, str]:
+    """The process environment: the one place it is read (the unit tests guard it here)."""
+    return os.environ
+
+
 def load(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
 ) -> Settings:
@@ -109,7 +116,7 @@ def load(
 
     Only the given mapping is read when one is given: a test stays hermetic.
     """
-    source = dict(os.environ if environ is None else environ)
+    source = dict(process_environment() if environ is None else environ)
     source.update({k: v for k, v in (overrides or {}).items() if v})
     names = {name.upper() for name in Settings.model_fields}
     try:
@@ -126,4 +133,4 @@ def load(
 def given(name: str, environ: Mapping[str, str] | None = None) -> str:
     """The raw value of one variable, empty when unset: for a command that must tell "not
     set" from the default (``kubectl agents events`` with no Valkey named)."""
-    return (os.environ if environ is None else environ).get(name, "")
+    return (process_environment() if environ is None else environ).get(name, "")

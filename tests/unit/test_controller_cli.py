@@ -12,9 +12,9 @@ from localcluster import procs
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    environment: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("VALKEY_STREAM_MAXLEN", "zero")
+    environment["VALKEY_STREAM_MAXLEN"] = "zero"
     assert cli.main(["run"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
@@ -24,9 +24,13 @@ def test_a_bad_setting_stops_start_up_with_one_line(
 
 
 def test_missing_kubernetes_credentials_are_named(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    environment["KUBECONFIG"] = str(tmp_path / "absent")
+    # Not ours: the kubernetes library's in-cluster loader reads it from the process.
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert cli.main(["run"]) == 2
     err = capsys.readouterr().err
@@ -55,7 +59,7 @@ def test_passwords_never_reach_logs_or_errors(url: str, shown: str) -> None:
 
 
 def test_an_api_server_that_does_not_answer_is_named(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    environment: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     port = procs.free_port()
     kubeconfig = tmp_path / "kubeconfig"
@@ -69,7 +73,7 @@ contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
 current-context: x
 """
     )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    environment["KUBECONFIG"] = str(kubeconfig)
     assert cli.main(["run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the Kubernetes API at https://127.0.0.1:{port}:")

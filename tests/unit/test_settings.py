@@ -24,10 +24,10 @@ def test_defaults_match_the_design() -> None:
     assert config.pod_name  # host name and process id: unique among replicas
 
 
-def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VALKEY_URL", "rediss://user:secret@valkey.example:6380/2")
-    monkeypatch.setenv("WATCH_NAMESPACES", "team-a, team-b,,")
-    monkeypatch.setenv("MAX_CONCURRENT_AGENTS", "25")
+def test_values_are_read_from_the_environment(environment: dict[str, str]) -> None:
+    environment["VALKEY_URL"] = "rediss://user:secret@valkey.example:6380/2"
+    environment["WATCH_NAMESPACES"] = "team-a, team-b,,"
+    environment["max_concurrent_agents"] = "25"  # as case-insensitive as before
     config = settings.load()
     assert config.valkey_url == "rediss://user:secret@valkey.example:6380/2"
     assert config.watch_namespaces == ("team-a", "team-b")
@@ -67,9 +67,9 @@ def test_a_bad_value_is_one_line_naming_variable_and_value(
 
 
 def test_a_bad_value_in_the_process_environment_is_reported_the_same_way(
-    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
 ) -> None:
-    monkeypatch.setenv("MAX_CONCURRENT_AGENTS", "many")
+    environment["MAX_CONCURRENT_AGENTS"] = "many"
     with pytest.raises(
         settings.SettingsError, match=r"^invalid setting MAX_CONCURRENT_AGENTS='many'"
     ):
@@ -212,11 +212,28 @@ def test_a_tls_file_without_a_rediss_url_is_refused_rather_than_ignored(
 
 
 def test_tls_files_come_from_the_process_environment_too(
-    certs: pki.Pki, monkeypatch: pytest.MonkeyPatch
+    certs: pki.Pki, environment: dict[str, str]
 ) -> None:
-    for name, value in files(certs, ca="ca").items():
-        monkeypatch.setenv(name, value)
+    environment.update(files(certs, ca="ca"))
     assert settings.load().valkey_ca_file == str(certs.ca_cert)
-    monkeypatch.setenv("VALKEY_CA_FILE", str(Path(certs.dir, "missing.pem")))
+    environment["VALKEY_CA_FILE"] = str(Path(certs.dir, "missing.pem"))
     with pytest.raises(settings.SettingsError, match=r"^invalid setting VALKEY_CA_FILE="):
         settings.load()
+
+
+def test_overrides_win_over_the_environment_and_empty_ones_do_not_count(
+    environment: dict[str, str],
+) -> None:
+    environment["VALKEY_URL"] = "redis://from-the-environment:6379/0"
+    assert settings.load(overrides={"VALKEY_URL": ""}).valkey_url == environment["VALKEY_URL"]
+    flag = "redis://from-a-flag:6379/0"
+    assert settings.load(overrides={"VALKEY_URL": flag}).valkey_url == flag
+    assert settings.given("VALKEY_URL") == environment["VALKEY_URL"]
+    assert settings.given("VALKEY_KEY_PREFIX") == ""
+
+
+def test_a_unit_test_that_reads_the_callers_environment_fails() -> None:
+    with pytest.raises(AssertionError, match="a unit test read the caller's environment"):
+        settings.load()
+    with pytest.raises(AssertionError, match="a unit test read the caller's environment"):
+        settings.given("VALKEY_URL")

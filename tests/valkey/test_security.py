@@ -188,6 +188,7 @@ def test_the_reader_user_follows_events_through_kubectl_agents(
     code = plugin.main(
         [
             "events",
+            "--all-namespaces",
             "--kubeconfig",
             str(unreachable_kubeconfig(tmp_path)),
             "--valkey-url",
