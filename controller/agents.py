@@ -96,7 +96,7 @@ class Agents:
             self.store.invalidate(key)
             return workqueue.Result(requeue=True)
         finally:
-            self._wake_next()
+            self._wake_next(key)
 
     async def _reconcile(self, key: str) -> workqueue.Result:
         namespace, name = key.split("/", 1)
@@ -151,6 +151,11 @@ class Agents:
             kill = await self._kill(agent)
             decision = self._decide(agent, pod, kill)
         agent = await self._record(agent, decision.transitions)
+        unfinished = agent.status.phase not in lifecycle.TERMINAL
+        if pod is not None and agent.status.pod_name is None and unfinished:
+            # Made by an earlier pass whose status write was lost: say so now, so that its
+            # slot is counted and its loss would be noticed.
+            agent = await self._note_pod(agent)
         for refusal in decision.refusals:
             await self.warnings.post(_target(agent), TRANSITION_REFUSED, refusal.sentence)
 
@@ -318,10 +323,12 @@ class Agents:
             return await self._record(agent, decision.transitions)
         except kube.Conflict:
             pass  # made by an earlier try whose status write was lost: it is ours all the same
-        except BaseException:
-            self.store.unpromise(key)
-            raise
-        # The Pod exists: from now on, its absence means it was lost.
+        # Any other failure keeps the promise: the Pod may exist all the same (a timeout, a
+        # 504 after the write), and the next pass, which tries again, settles it.
+        return await self._note_pod(agent)
+
+    async def _note_pod(self, agent: models.Agent) -> models.Agent:
+        """The Pod exists: from now on its absence means it was lost (``status.podName``)."""
         update: dict[str, Any] = {"pod_name": workload.pod_name(agent)}
         if agent.status.reason == lifecycle.Reason.QUEUED:
             # Admitted: the status goes back to the reason of its last transition.
@@ -339,14 +346,15 @@ class Agents:
             key, self.store.line(), self.store.slots_held(), self.max_concurrent
         )
 
-    def _wake_next(self) -> None:
-        """Slots are free and agents wait: the oldest of them get their turn."""
+    def _wake_next(self, done: str) -> None:
+        """Slots are free and agents wait: the oldest of them get their turn (``done``, the
+        key just worked on, is not woken by its own pass)."""
         if not self.max_concurrent:
             return
-        for key in admission.next_up(
-            self.store.line(), self.store.slots_held(), self.max_concurrent
-        ):
-            self.queue.add(key)
+        line, held = self.store.line(), self.store.slots_held()
+        for key in admission.next_up(line, held, self.max_concurrent):
+            if key != done:
+                self.queue.add(key)
 
     async def _queue_for_slot(self, agent: models.Agent) -> models.Agent:
         """Spawning with reason Queued and no Pod, saying why (written once)."""

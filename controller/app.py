@@ -256,8 +256,25 @@ async def _serve(
             if not await _until_first(lease.acquire(), stop.wait()):
                 return 0  # stopped while standing by
         measures.leader.set(1)
-        if not await _until_first(_prime(operator), stop.wait()):
+        # The Lease is renewed from now on: priming can take a while (CRDs installed a
+        # moment ago), and losing the Lease at any point stops this process from acting.
+        holding = asyncio.create_task(lease.hold()) if lease is not None else None
+        primed = asyncio.create_task(_prime(operator))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait(
+            {primed, stopped, *_present(holding)}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (primed, stopped):
+            await _cancelled(task)
+        if primed not in done:
+            await _cancelled(holding)
+            if holding is not None and holding in done:
+                log.error("stopping at once: %s", holding.exception() or "the Lease holder ended")
+                return 1
+            if lease is not None:
+                await lease.release()
             return 0  # stopped before the work began
+        primed.result()
         registry = kopf.OperatorRegistry()
         handlers.register(registry, operator, kube_config)
         where = ", ".join(config.watch_namespaces) or "all namespaces"
@@ -272,27 +289,30 @@ async def _serve(
                 stop_flag=stop,
             )
         )
-        running = {workers, watching}
-        holding = asyncio.create_task(lease.hold()) if lease is not None else None
-        if holding is not None:
-            running.add(holding)
         # Until a signal ends kopf, the Lease is lost, or something dies.
-        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {workers, watching, *_present(holding)}, return_when=asyncio.FIRST_COMPLETED
+        )
         failure = next(
             (t.exception() or "ended" for t in done if t is not watching and not t.cancelled()),
             None,
         )
         if failure is None:
-            # A clean stop: the passes under way finish, then the workers end.
-            try:
-                await asyncio.wait_for(operator.drain(), STOP_TIMEOUT)
-            except TimeoutError:
+            # A clean stop: the passes under way finish (unless the Lease goes meanwhile).
+            drained = asyncio.create_task(operator.drain())
+            done, _ = await asyncio.wait(
+                {drained, *_present(holding)},
+                timeout=STOP_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await _cancelled(drained)
+            if holding is not None and holding in done:
+                failure = holding.exception() or "the Lease holder ended"
+            elif drained not in done:
                 log.warning("work under way did not finish within %g s; leaving it", STOP_TIMEOUT)
         # Stop acting first: the workers are what writes.
-        for task in (workers, holding):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await _cancelled(workers)
+        await _cancelled(holding)
         stop.set()
         try:
             await asyncio.wait_for(asyncio.gather(watching, return_exceptions=True), STOP_TIMEOUT)
@@ -340,6 +360,17 @@ async def _prime(operator: Operator) -> None:
         except (kube.ApiError, kube.KubernetesUnavailable) as exc:
             log.info("waiting for the API server to serve agents: %s", exc)
             await asyncio.sleep(PRIME_RETRY)
+
+
+def _present(task: asyncio.Task[None] | None) -> set[asyncio.Task[None]]:
+    return {task} if task is not None else set()
+
+
+async def _cancelled(task: asyncio.Future[Any] | None) -> None:
+    """Cancel ``task`` unless it is done, and wait until it is."""
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _until_first(first: Awaitable[None], other: Awaitable[Any]) -> bool:

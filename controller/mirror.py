@@ -444,7 +444,11 @@ class Mirror:
             ) from None
         except redis.exceptions.ResponseError as exc:
             raise ValkeyRefused(f"Valkey refused: {exc}") from None
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        ) as exc:
             raise ValkeyUnavailable(f"Valkey is unreachable: {exc}") from None
 
     def agent_key(self, namespace: str, name: str) -> str:

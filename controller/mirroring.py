@@ -125,16 +125,19 @@ class Mirroring:
             agent = models.Agent.model_validate(body)
         except pydantic.ValidationError:
             return workqueue.Result()  # the agents controller reports it
+        deleting = _deleting(agent, body)
         try:
-            await self._follow(agent)
-            if _deleting(agent, body):
+            # Before the record is closed, it is read, not assumed: a failed-over Valkey may
+            # have lost the ending, which agent.deleted must follow.
+            await self._follow(agent, read=deleting)
+            if deleting:
                 await self._finish_deletion(agent, body)
         except mirror.MirrorError as exc:
             self.metrics.mirror_errors.inc()
             self._forced.add(key)  # what the record holds is unknown now
             unreachable = isinstance(exc, mirror.ValkeyUnavailable)
             reason = VALKEY_UNREACHABLE if unreachable else MIRROR_REFUSED
-            waits = "deletion waits for Valkey: " if _deleting(agent, body) else ""
+            waits = "deletion waits for Valkey: " if deleting else ""
             await self.warnings.post(body, reason, f"{waits}{exc}")
             raise
         except kube.Conflict:
@@ -147,12 +150,13 @@ class Mirroring:
             return workqueue.Result(requeue=True)
         return workqueue.Result()
 
-    async def _follow(self, agent: models.Agent) -> None:
-        """Apply the transitions of the status that the record lacks."""
+    async def _follow(self, agent: models.Agent, read: bool = False) -> None:
+        """Apply the transitions of the status that the record lacks (``read``: read the
+        record rather than trust what this process knows of it)."""
         key = agent.ref
         uid = agent.metadata.uid
         known = self._mirrored.get(key)
-        forced = key in self._forced
+        forced = read or key in self._forced
         have = known.seq if known is not None and known.uid == uid and not forced else None
         if have is not None and have >= agent.status.seq:
             return  # nothing new: no Valkey call at all
@@ -166,7 +170,9 @@ class Mirroring:
             refused = [r for r in results if r.outcome is mirror.Outcome.REFUSED]
             if refused:
                 raise mirror.ValkeyRefused(f"the mirror refused {key}: {refused[0].why}")
-        self._forced.discard(key)
+        if forced:
+            # Only what this pass honoured: anti-entropy may have asked again meanwhile.
+            self._forced.discard(key)
         self._mirrored[key] = Mirrored(uid, agent.status.seq)
         applied = sum(r.outcome is mirror.Outcome.APPLIED for r in results)
         if not applied:

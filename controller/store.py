@@ -117,20 +117,32 @@ class Waiting:
     created: str
 
 
-def _holds_a_slot(status: Mapping[str, Any]) -> bool:
-    return bool(status.get("podName")) and status.get("phase") not in lifecycle.TERMINAL
+def _holds_a_slot(body: Mapping[str, Any], pod_alive: bool) -> bool:
+    """An unfinished agent whose Pod exists: its status says so, or the index shows it (made,
+    and the status write that says so lost or not seen yet)."""
+    status = body.get("status") or {}
+    return (bool(status.get("podName")) or pod_alive) and status.get(
+        "phase"
+    ) not in lifecycle.TERMINAL
 
 
-def _wants_a_slot(body: Mapping[str, Any]) -> bool:
+def _wants_a_slot(body: Mapping[str, Any], pod_alive: bool) -> bool:
     """An agent that would have its Pod made if there were room."""
     status = body.get("status") or {}
     spec = body.get("spec") or {}
     return (
         not status.get("podName")
+        and not pod_alive
         and status.get("phase") in (None, lifecycle.Phase.SPAWNING)
         and not body["metadata"].get("deletionTimestamp")
         and spec.get("desiredPhase", models.DesiredPhase.RUNNING) == models.DesiredPhase.RUNNING
     )
+
+
+def _older(version: str, than: str) -> bool:
+    """Whether resourceVersion ``version`` is older than ``than``. They are opaque in
+    principle; etcd's are revisions, so two numbers compare. Anything else: not known older."""
+    return version.isdigit() and than.isdigit() and int(version) < int(than)
 
 
 class Store:
@@ -163,10 +175,15 @@ class Store:
             return True
         trimmed = trim_agent(body)
         before = self._agents.get(key)
+        version = str(trimmed["metadata"].get("resourceVersion", ""))
+        written = self._written.get(key)
+        holds_ours = before is not None and before["metadata"].get("resourceVersion") == written
+        if written is not None and holds_ours and _older(version, written):
+            # The watch is behind our own write (whose response the store holds): keeping
+            # the older body would undo what that write recorded, slots included.
+            return False
         self._tombstones.pop(key, None)  # a body the API server sends is alive
         self._set_agent(key, trimmed)
-        version = trimmed["metadata"].get("resourceVersion")
-        written = self._written.get(key)
         stale_between = before is not None and before["metadata"].get("resourceVersion") != version
         return written is None or version != written or stale_between
 
@@ -208,18 +225,34 @@ class Store:
 
     def _set_agent(self, key: str, body: Body) -> None:
         self._agents[key] = body
+        self._account(key)
+
+    def _account(self, key: str) -> None:
+        """Whether the agent holds a slot or waits for one, from its body and its Pod."""
+        body = self._agents.get(key)
+        if body is None:
+            return
         status = body.get("status") or {}
-        if _holds_a_slot(status):
+        alive = self._pod_alive(key, body)
+        if _holds_a_slot(body, alive):
             self._holding.add(key)
         else:
             self._holding.discard(key)
-        if status.get("podName") or status.get("phase") in lifecycle.TERMINAL:
+        if status.get("podName") or alive or status.get("phase") in lifecycle.TERMINAL:
             self._promised.discard(key)
-        if _wants_a_slot(body):
+        if _wants_a_slot(body, alive):
             created = str(body["metadata"].get("creationTimestamp") or "")
             self._line[key] = Waiting(key, created)
         else:
             self._line.pop(key, None)
+
+    def _pod_alive(self, key: str, body: Body) -> bool:
+        """The index holds this very agent's Pod (its uid's), and not its deletion."""
+        seen = self._pods.get(key)
+        if seen is None or seen.gone:
+            return False
+        labels = seen.body["metadata"].get("labels") or {}
+        return bool(labels.get(workload.LABEL_AGENT_UID) == body["metadata"].get("uid"))
 
     def _drop_agent(self, key: str) -> None:
         self._agents.pop(key, None)
@@ -263,11 +296,13 @@ class Store:
         key = owner_key(body)
         if key is not None:
             self._pods[key] = SeenPod(trim_pod(body), gone)
+            self._account(key)
         return key
 
     def put_pod(self, key: str, body: Mapping[str, Any]) -> None:
         """A Pod we made or read: expected, even before its watch event comes."""
         self._pods[key] = SeenPod(trim_pod(body), False)
+        self._account(key)
 
     def pod(self, key: str) -> SeenPod | None:
         return self._pods.get(key)

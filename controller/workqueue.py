@@ -321,6 +321,9 @@ async def run_workers(
                     queue.add_after(key, result.requeue_after)
             finally:
                 queue.done(key)
+            # A pass that never waited on I/O must not starve the loop (watches, timers,
+            # the Lease, probes) by taking the next key at once.
+            await asyncio.sleep(0)
 
     async with asyncio.TaskGroup() as group:
         for _ in range(workers):

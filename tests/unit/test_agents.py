@@ -411,7 +411,49 @@ def test_an_api_error_is_retried_by_the_queue_with_backoff() -> None:
     api.create_error = kube.ApiError(500, "etcd is having a bad day")
     op, _ = operator(api)
     run_until(op, lambda: op.agents_queue.num_requeues(KEY) >= 1)
-    assert op.store.slots_held() == 0, "a failed create gives its promised slot back"
+    # The Pod may exist all the same (a 5xx after the write): the slot stays promised while
+    # the agent is tried again.
+    assert op.store.slots_held() == 1
+
+
+def test_a_pod_made_whose_status_write_was_lost_is_noted_and_holds_its_slot() -> None:
+    api = FakeKube(agent_body(spawnTimeoutSeconds=86400))
+    assert api.body is not None
+    api.body["status"] = recorded("Spawning", pod=False)
+    api.pod = running()
+    api.pod["status"]["phase"] = "Pending"
+    op, _ = operator(api, max_concurrent=1)
+    op.agent_event(copy.deepcopy(api.body), gone=False)
+    op.pod_event(copy.deepcopy(api.pod), gone=False)
+    assert op.store.slots_held() == 1
+
+    async def one_pass() -> int:
+        while len(op.agents_queue):  # what the watch events queued
+            op.agents_queue.done(await op.agents_queue.get())
+        assert not (await op.agents.reconcile(KEY)).requeue
+        return len(op.agents_queue)
+
+    assert asyncio.run(one_pass()) == 0, "a pass never wakes its own agent"
+    assert status(api)["podName"] == POD
+
+
+def test_a_free_slot_wakes_the_oldest_waiting_agent() -> None:
+    api = FakeKube(agent_body())
+    op, _ = operator(api, max_concurrent=1)
+    older = agent_body()
+    older["metadata"].update(name="older", uid="uid-0", creationTimestamp="2026-01-01T07:00:00Z")
+    op.agent_event(older, gone=False)
+    op.agent_event(copy.deepcopy(api.body), gone=False)  # type: ignore[arg-type]
+
+    async def pass_and_see() -> list[str]:
+        while len(op.agents_queue):  # what the watch events queued
+            op.agents_queue.done(await op.agents_queue.get())
+        await op.agents.reconcile(KEY)
+        return [await op.agents_queue.get()] if len(op.agents_queue) else []
+
+    assert asyncio.run(pass_and_see()) == ["team-a/older"]
+    assert status(api)["reason"] == "Queued"
+    assert api.pod is None, "the younger agent waits behind the older one"
 
 
 def test_each_recorded_transition_is_one_info_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -102,3 +102,21 @@ def test_a_switch_is_announced_once_per_change(caplog: pytest.LogCaptureFixture)
         asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     assert valkey.switches == [("all-stop", True)] * 2
     assert [r.getMessage() for r in caplog.records] == ["killswitch all-stop engaged"]
+
+
+def test_the_record_is_read_before_it_is_closed_so_a_lost_ending_comes_first() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running", "Killed")
+    api = FakeKube(body)
+    op, valkey = operator(api)
+    op.agent_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    valkey.records[KEY] = ("uid-1", 2)  # failed over to a replica that missed the ending
+    deleted = copy.deepcopy(body)
+    deleted["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    deleted["metadata"]["resourceVersion"] = "2"
+    op.agent_event(deleted, gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert valkey.records[KEY] == ("uid-1", 3)
+    assert [s.seq for s in valkey.steps] == [1, 2, 3, 3], "the ending again, then the close"
+    assert valkey.deleted == [KEY]

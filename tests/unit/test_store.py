@@ -76,15 +76,16 @@ def test_the_echo_of_our_own_write_is_kept_but_is_no_news() -> None:
     assert kept["metadata"]["resourceVersion"] == "6"
 
 
-def test_the_echo_is_news_when_an_older_event_came_in_between() -> None:
+def test_the_echo_is_news_when_an_unordered_older_body_came_in_between() -> None:
+    # Versions that are not etcd revisions cannot be ordered: a body that came between our
+    # write and its echo is stored, and a pass may have acted on it, so the echo is news.
     cache = store.Store()
     ours = agent_body()
-    ours["metadata"]["resourceVersion"] = "5"
+    ours["metadata"]["resourceVersion"] = "v-5"
     cache.put_agent(ours, written=True)
-    older = copy.deepcopy(ours)
-    older["metadata"]["resourceVersion"] = "4"
-    assert cache.observe_agent(older)  # a slow event of the state before our write
-    # ... a pass may have acted on that older state: our write's echo is worth a pass again.
+    other = copy.deepcopy(ours)
+    other["metadata"]["resourceVersion"] = "v-4"
+    assert cache.observe_agent(other)
     assert cache.observe_agent(ours)
 
 
@@ -203,3 +204,28 @@ def test_switches_are_replaced_by_a_fresh_listing() -> None:
     assert cache.switch("old") is None
     cache.observe_switch({"metadata": {"name": "new"}}, gone=True)
     assert cache.switches() == []
+
+
+def test_an_event_older_than_our_own_write_never_replaces_it() -> None:
+    cache = store.Store()
+    ours = named("a", "2026-01-01T08:00:00Z", **recorded("Spawning"))
+    ours["metadata"]["resourceVersion"] = "12"
+    cache.put_agent(ours, written=True)  # our write: the Pod is made, podName recorded
+    assert cache.slots_held() == 1
+    older = named("a", "2026-01-01T08:00:00Z", **recorded("Spawning", pod=False))
+    older["metadata"]["resourceVersion"] = "11"  # the watch's echo of our previous write
+    assert not cache.observe_agent(older), "nothing newer than what the store holds"
+    kept = cache.agent("team-a/a")
+    assert kept is not None
+    assert kept["metadata"]["resourceVersion"] == "12"
+    assert (cache.slots_held(), cache.line()) == (1, []), "the slot count never goes back"
+
+
+def test_an_agent_whose_pod_exists_holds_a_slot_and_waits_for_none() -> None:
+    cache = store.Store()
+    cache.observe_agent(named("worker", "2026-01-01T08:00:00Z", **recorded("Spawning", pod=False)))
+    assert [w.key for w in cache.line()] == [KEY]
+    cache.observe_pod(running_pod())  # made, but the status does not say so (yet)
+    assert (cache.slots_held(), cache.holds(KEY), cache.line()) == (1, True, [])
+    cache.observe_pod(running_pod(), gone=True)
+    assert (cache.slots_held(), [w.key for w in cache.line()]) == (0, [KEY])
