@@ -27,12 +27,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
-from controller import lifecycle, mirror
-from localcluster import procs
+from controller import lifecycle, mirror, settings
+from localcluster import procs, topologies
 from localcluster import valkey as localvalkey
 
 BASELINE = Path(__file__).with_name("baseline.json")
@@ -65,9 +66,7 @@ async def by_script(m: mirror.Mirror, refs: list[mirror.AgentRef], batch: int) -
     return applied
 
 
-def _writes(
-    pipe: redis.asyncio.client.Pipeline, m: mirror.Mirror, ref: mirror.AgentRef, s: mirror.Step
-) -> None:
+def _writes(pipe: Any, m: mirror.Mirror, ref: mirror.AgentRef, s: mirror.Step) -> None:
     args = m._transition_args(ref, s)  # the same fields and event bytes as the script writes
     fields, payload = args[8:], str(args[6])
     record: dict[FieldT, EncodableT] = {"uid": ref.uid, "seq": s.seq, "phase": s.to, "deleted": 0}
@@ -95,10 +94,45 @@ async def naive(m: mirror.Mirror, refs: list[mirror.AgentRef], batch: int) -> in
     return applied
 
 
+# Below redis-py's connections per Cluster node (MaxConnectionsError past them).
+CLUSTER_CONCURRENCY = 24
+
+
+async def _at_most(limit: int, calls: list[Any]) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Any) -> None:
+        async with gate:
+            await call
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+class _Concurrently:
+    """The pipeline's calls, sent at once as separate commands: a Cluster pipeline refuses
+    PUBLISH, so the bare writes' floor there is the same commands, concurrently."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pending: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> None:
+            self.pending.append(getattr(self.conn, name)(*args, **kwargs))
+
+        return call
+
+
 async def ceiling(m: mirror.Mirror, refs: list[mirror.AgentRef], batch: int) -> int:
     for seq, from_, to, reason in LIFE:
         s = step(seq, from_, to, reason)
         for start in range(0, len(refs), batch):
+            if not isinstance(m.conn, redis.asyncio.Redis):
+                sender = _Concurrently(m.conn)
+                for ref in refs[start : start + batch]:
+                    _writes(sender, m, ref, s)
+                await _at_most(CLUSTER_CONCURRENCY, sender.pending)
+                continue
             async with m.conn.pipeline(transaction=False) as pipe:
                 for ref in refs[start : start + batch]:
                     _writes(pipe, m, ref, s)
@@ -107,15 +141,15 @@ async def ceiling(m: mirror.Mirror, refs: list[mirror.AgentRef], batch: int) -> 
 
 
 async def measure(
-    url: str,
+    config: settings.Settings,
     way: Callable[[mirror.Mirror, list[mirror.AgentRef], int], Awaitable[int]],
     count: int,
     batch: int,
 ) -> float:
-    conn = redis.asyncio.Redis.from_url(url)
+    conn = mirror.connect(config)
     try:
         await conn.flushdb()
-        m = mirror.Mirror(conn)
+        m = mirror.Mirror(conn, prefix=config.valkey_key_prefix)
         refs = agents(count)
         started = time.perf_counter()
         applied = await way(m, refs, batch)
@@ -124,7 +158,43 @@ async def measure(
             raise RuntimeError(f"{way.__name__} applied {applied} of {count * len(LIFE)}")
         return applied / elapsed
     finally:
-        await conn.aclose()
+        await mirror.close(conn)
+
+
+def topologies_table(count: int, batch: int) -> dict[str, tuple[float, float]]:
+    """The script and the bare writes (ceiling) on a Cluster and on Sentinel, beside one
+    server: (script, ceiling) transitions per second for each."""
+    rates: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = localvalkey.start(Path(tmp))
+        valkey_cluster = topologies.start_cluster(Path(tmp) / "cluster")
+        sentinel = topologies.start_sentinel(Path(tmp) / "sentinel")
+        try:
+            tagged = "{orchestrator}:"
+            configs = {
+                "standalone": {"VALKEY_URL": url},
+                "cluster": {
+                    "VALKEY_CLUSTER": "true",
+                    "VALKEY_URL": valkey_cluster.seed_url,
+                    "VALKEY_KEY_PREFIX": tagged,
+                },
+                "sentinel": {
+                    "VALKEY_URL": "redis://127.0.0.1:1/0",
+                    "VALKEY_SENTINELS": sentinel.sentinels_arg,
+                    "VALKEY_SENTINEL_MASTER": sentinel.master_name,
+                },
+            }
+            for name, environ in configs.items():
+                config = settings.load(environ)
+                rates[name] = (
+                    asyncio.run(measure(config, by_script, count, batch)),
+                    asyncio.run(measure(config, ceiling, count, batch)),
+                )
+        finally:
+            sentinel.stop()
+            valkey_cluster.stop()
+            procs.stop(proc)
+    return rates
 
 
 def main() -> None:
@@ -133,15 +203,22 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--topology-agents",
+        type=int,
+        default=2_000,
+        help="agents for the Cluster and Sentinel figures (0: skip them)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("VALKEY_URL")
         proc = None
         if not url:
             proc, url = localvalkey.start(Path(tmp))
+        config = settings.load({"VALKEY_URL": url})
         try:
             rates = {
-                name: asyncio.run(measure(url, way, args.agents, args.batch))
+                name: asyncio.run(measure(config, way, args.agents, args.batch))
                 for name, way in (("script", by_script), ("naive", naive), ("ceiling", ceiling))
             }
         finally:
@@ -158,6 +235,16 @@ def main() -> None:
         shown = f"{base:>12,.0f}" if base else f"{'-':>12}"
         print(f"{name:<10}{rate:>16,.0f}{shown}{rate / rates['ceiling']:>12.2f}")
     print(f"script / naive: {rates['script'] / rates['naive']:.1f}x")
+    if args.topology_agents:
+        print(
+            f"\ntopologies: {args.topology_agents} agents x {len(LIFE)} transitions "
+            "(Cluster: 3 primaries + 3 replicas, scripts one after another, the bare writes "
+            "sent concurrently as a Cluster pipeline refuses PUBLISH; "
+            "Sentinel: a primary, a replica, 3 sentinels)"
+        )
+        print(f"{'topology':<12}{'script/s':>12}{'ceiling/s':>12}{'of ceiling':>12}")
+        for name, (script, floor) in topologies_table(args.topology_agents, args.batch).items():
+            print(f"{name:<12}{script:>12,.0f}{floor:>12,.0f}{script / floor:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -197,11 +197,17 @@ async def run(config: settings.Settings) -> int:
         server = await api.server_info()
         log.info("connected to Kubernetes %s at %s", server.version, server.host)
         valkey = await mirror.server_info(conn, config.valkey_url)
-        log.info("connected to %s %s at %s", valkey.server, valkey.version, valkey.address)
+        where = valkey.address
+        if config.valkey_sentinels:
+            named = ",".join(f"{s.host}:{s.port}" for s in config.valkey_sentinels)
+            where = f"the primary of {config.valkey_sentinel_master} (sentinels {named})"
+        elif config.valkey_cluster:
+            where = f"a cluster (seed {valkey.address})"
+        log.info("connected to %s %s at %s", valkey.server, valkey.version, where)
         return await _serve(config, kube_config, api, conn)
     finally:
         await api.close()
-        await conn.aclose()
+        await mirror.close(conn)
 
 
 async def _serve(

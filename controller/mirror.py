@@ -33,10 +33,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
+import redis.asyncio.sentinel
 import redis.backoff
 import redis.exceptions
-from redis.typing import EncodableT, FieldT
 
 from controller import lifecycle, models, settings
 
@@ -78,6 +79,39 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+# A connection to Valkey in any of its topologies: one server (or Sentinel's current
+# primary) or a Cluster.
+Connection = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+def _tls(url: str, ca_file: str = "", cert_file: str = "", key_file: str = "") -> dict[str, Any]:
+    """redis-py's TLS arguments for ``url``: for ``rediss://`` the server's certificate and
+    host name are always checked, against ``ca_file`` (a PEM bundle) or else the system's
+    trust store; ``cert_file`` (with ``key_file``, or holding the key) is a client
+    certificate for servers that ask for one. TLS files with any other URL are a
+    ValueError: they would silently go unused."""
+    if url.startswith("rediss://"):
+        return {
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+            "ssl_ca_certs": ca_file or None,
+            "ssl_certfile": cert_file or None,
+            "ssl_keyfile": key_file or None,
+        }
+    if ca_file or cert_file or key_file:
+        raise ValueError(f"TLS files are for rediss:// URLs, not {redact(url)}")
+    return {}
+
+
+def _retry(attempts: int) -> dict[str, Any]:
+    return {
+        "retry": redis.asyncio.retry.Retry(
+            redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts
+        ),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    }
+
+
 def client(
     url: str,
     attempts: int = CONNECT_ATTEMPTS,
@@ -87,53 +121,74 @@ def client(
     cert_file: str = "",
     key_file: str = "",
 ) -> redis.asyncio.Redis:
-    """A client that retries a failed command ``attempts`` times with exponential backoff.
+    """A client of one server that retries a failed command ``attempts`` times with
+    exponential backoff (TLS as ``_tls`` says).
 
     Connecting and each reply wait at most ``timeout`` seconds; ``Mirror`` also bounds
     each whole operation, retries included, by it.
-
-    For ``rediss://`` the server's certificate and host name are always checked,
-    against ``ca_file`` (a PEM bundle) or else the system's trust store;
-    ``cert_file`` (with ``key_file``, or holding the key) is a client
-    certificate for servers that ask for one. TLS files with any other URL are a
-    ValueError: they would silently go unused.
     """
-    tls: dict[str, Any] = {}
-    if url.startswith("rediss://"):
-        tls = {
-            "ssl_cert_reqs": "required",
-            "ssl_check_hostname": True,
-            "ssl_ca_certs": ca_file or None,
-            "ssl_certfile": cert_file or None,
-            "ssl_keyfile": key_file or None,
-        }
-    elif ca_file or cert_file or key_file:
-        raise ValueError(f"TLS files are for rediss:// URLs, not {redact(url)}")
+    tls = _tls(url, ca_file, cert_file, key_file)
     return redis.asyncio.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=redis.asyncio.retry.Retry(
-            redis.backoff.ExponentialBackoff(cap=2.0, base=0.1), attempts
-        ),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        **tls,
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, **_retry(attempts), **tls
     )
 
 
-def connect(config: settings.Settings, attempts: int = CONNECT_ATTEMPTS) -> redis.asyncio.Redis:
-    """``client`` for the settings' Valkey: its URL and TLS files."""
+def connect(config: settings.Settings, attempts: int = CONNECT_ATTEMPTS) -> Connection:
+    """A client for the settings' Valkey, in its topology: standalone (``VALKEY_URL``),
+    Cluster (``VALKEY_CLUSTER``, ``VALKEY_URL`` a seed node; redis-py follows MOVED and ASK
+    and re-reads the slot map), or Sentinel (``VALKEY_SENTINELS``: the sentinels name the
+    primary of ``VALKEY_SENTINEL_MASTER``, and each new connection asks them again, so a
+    failover is followed; ``VALKEY_URL`` gives the scheme, credentials and db)."""
+    url, timeout = config.valkey_url, config.valkey_timeout_seconds
+    tls = _tls(url, config.valkey_ca_file, config.valkey_cert_file, config.valkey_key_file)
+    if config.valkey_cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, **tls
+        )
+    if config.valkey_sentinels:
+        parts = urllib.parse.urlsplit(url)
+        secure = {"ssl": True, **tls} if tls else {}
+        own = next((s for s in config.valkey_sentinels if s.username or s.password), None)
+        sentinels = redis.asyncio.sentinel.Sentinel(
+            [(s.host, s.port) for s in config.valkey_sentinels],
+            sentinel_kwargs={
+                "username": own.username if own else None,
+                "password": own.password if own else None,
+                "socket_connect_timeout": timeout,
+                "socket_timeout": timeout,
+                **secure,
+            },
+        )
+        primary: redis.asyncio.Redis = sentinels.master_for(
+            config.valkey_sentinel_master,
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+            db=int(parts.path.strip("/") or 0),
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            **_retry(attempts),
+            **secure,
+        )
+        return primary
     return client(
-        config.valkey_url,
+        url,
         attempts,
-        timeout=config.valkey_timeout_seconds,
+        timeout=timeout,
         ca_file=config.valkey_ca_file,
         cert_file=config.valkey_cert_file,
         key_file=config.valkey_key_file,
     )
 
 
-async def server_info(conn: redis.asyncio.Redis, url: str) -> ServerInfo:
+async def close(conn: Connection) -> None:
+    """Close the connection, and with Sentinel the connections to the sentinels too."""
+    await conn.aclose()
+    manager = getattr(getattr(conn, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+async def server_info(conn: Connection, url: str) -> ServerInfo:
     """HELLO the server: proves the address, TLS and credentials work.
 
     HELLO rather than INFO: every user may run it, so the operator's ACL needs
@@ -141,8 +196,11 @@ async def server_info(conn: redis.asyncio.Redis, url: str) -> ServerInfo:
     """
     try:
         hello = await conn.execute_command("HELLO")
-    except redis.exceptions.RedisError as exc:
-        raise ValkeyUnavailable(f"cannot reach Valkey at {redact(url)}: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        why = str(exc)
+        if "Cluster mode is not enabled" in why:
+            why = "VALKEY_CLUSTER=true, but this server is not in cluster mode"
+        raise ValkeyUnavailable(f"cannot reach Valkey at {redact(url)}: {why}") from None
     # RESP3 answers a map; RESP2 a flat list of names and values.
     fields = hello if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2], strict=True))
     info = {_text(k): _text(v) for k, v in fields.items() if isinstance(v, bytes | str)}
@@ -237,6 +295,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return {'applied', cur_phase, cur_seq, ''}
 """
 )
+
+
+# KEYS: 1 the switch's hash, 2 the stream. ARGV: engaged ('1'/'0'), channel, maxlen, event,
+# then field/value pairs. Announced when the engaged state changed (first sight: if engaged).
+KILLSWITCH_LUA: Final = """#!lua
+local before = redis.call('HGET', KEYS[1], 'engaged')
+local engaged = ARGV[1]
+local announce = (before and before ~= engaged) or ((not before) and engaged == '1')
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if announce then
+  redis.call('PUBLISH', ARGV[2], ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4])
+  return 1
+end
+return 0
+"""
 
 
 # --- values ---
@@ -416,7 +490,7 @@ class Mirror:
 
     def __init__(
         self,
-        conn: redis.asyncio.Redis,
+        conn: Connection,
         prefix: str = DEFAULT_PREFIX,
         stream_maxlen: int = 100_000,
         deleted_ttl_seconds: int = 86_400,
@@ -432,11 +506,18 @@ class Mirror:
         # redis-py sends EVALSHA and, on NOSCRIPT (a restarted or flushed server), loads again.
         self._transition = conn.register_script(TRANSITION_LUA)
         self._delete = conn.register_script(DELETE_LUA)
+        self._killswitch = conn.register_script(KILLSWITCH_LUA)
+        # On a Cluster, one operation at a time: every key of the prefix lives on one node
+        # anyway, and redis-py's async cluster client breaks connections it is still
+        # opening when many commands start on it at once.
+        self._turn = (
+            contextlib.nullcontext() if isinstance(conn, redis.asyncio.Redis) else asyncio.Lock()
+        )
 
     @contextlib.asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout), self._turn:
                 yield
         except TimeoutError:
             raise ValkeyUnavailable(
@@ -508,6 +589,15 @@ class Mirror:
             return await self._record_many(items)
 
     async def _record_many(self, items: Sequence[tuple[AgentRef, Step]]) -> list[Result]:
+        if not isinstance(self.conn, redis.asyncio.Redis):
+            # A Cluster pipeline cannot carry scripts (nor reload them on NOSCRIPT): there,
+            # one script after another; the prefix's hash tag keeps them on one node anyway.
+            return [
+                _result(
+                    await self._transition(keys=self._keys(a), args=self._transition_args(a, s))
+                )
+                for a, s in items
+            ]
         async with self.conn.pipeline(transaction=False) as pipe:
             for agent, step in items:
                 await self._transition(
@@ -543,11 +633,10 @@ class Mirror:
         """Write the killswitch's hash, and announce it when its engaged state changed
         since the record (first sight: only an engaged one). True when announced.
 
-        One MULTI/EXEC: the hash and the event land together or not at all.
+        One script: the hash and the event land together or not at all, in every topology.
         """
-        key = self.killswitch_key(name)
         engaged = "1" if spec.engaged else "0"
-        fields: dict[FieldT, EncodableT] = {
+        fields: dict[str, str | int] = {
             "engaged": engaged,
             "reason": spec.reason,
             "engagedAt": _time(status.engaged_at),
@@ -555,19 +644,16 @@ class Mirror:
             "killed": status.killed,
             "completedAt": _time(status.completed_at),
         }
+        args: list[str | int] = [
+            engaged,
+            self.channel,
+            self.stream_maxlen,
+            killswitch_event(name, spec, status, at).to_json(),
+            *(item for pair in fields.items() for item in pair),
+        ]
         async with self._bounded():
-            before = await self.conn.hget(key, "engaged")
-            announce = _text(before) != engaged if before is not None else spec.engaged
-            async with self.conn.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                if announce:
-                    payload = killswitch_event(name, spec, status, at).to_json()
-                    pipe.publish(self.channel, payload)
-                    pipe.xadd(
-                        self.stream, {"event": payload}, maxlen=self.stream_maxlen, approximate=True
-                    )
-                await pipe.execute()
-        return announce
+            raw = await self._killswitch(keys=[self.killswitch_key(name), self.stream], args=args)
+        return bool(int(raw))
 
     async def get_killswitch(self, name: str) -> dict[str, str] | None:
         async with self._bounded():

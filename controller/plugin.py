@@ -331,7 +331,7 @@ async def cmd_events(ctx: Context) -> int:
                         _say(render(event, args.output))
                     last = entry_id.decode()
     finally:
-        await mirror_.conn.aclose()
+        await mirror.close(mirror_.conn)
     return OK
 
 
@@ -345,7 +345,7 @@ async def cmd_status(ctx: Context) -> int:
     try:
         record = await mirror_.get(ctx.namespace, name) or {}
     finally:
-        await mirror_.conn.aclose()
+        await mirror.close(mirror_.conn)
     rows = [("FIELD", "KUBERNETES", "VALKEY", "")]
     disagree = []
     if record.get("uid") and record.get("uid") != body["metadata"]["uid"]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Mapping
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, NamedTuple
 
 import pydantic
 
@@ -26,19 +28,45 @@ class SettingsError(ValueError):
     """A setting has a bad value; ``str()`` is the one line to show."""
 
 
+class Sentinel(NamedTuple):
+    """One entry of ``VALKEY_SENTINELS``: ``[user:password@]host:port``."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> Sentinel:
+        parts = urllib.parse.urlsplit(f"//{entry}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None or parts.path or parts.query:
+            raise ValueError(f"{entry!r} is not host:port (as 10.0.0.5:26379)")
+        return cls(parts.hostname, port, parts.username or None, parts.password or None)
+
+
 class Settings(pydantic.BaseModel):
     """Settings from the environment (``VALKEY_URL`` and friends): each field is the variable
     of its name in upper case."""
 
     model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
 
-    valkey_url: str = DEFAULT_VALKEY_URL
+    # The topology comes first: the checks of the URL and the prefix depend on it.
+    # Cluster: VALKEY_URL is a seed node. Sentinel: the sentinels find the primary;
+    # VALKEY_URL gives the scheme, credentials and db of the data nodes.
+    valkey_cluster: bool = False
+    valkey_sentinels: tuple[Sentinel, ...] = ()
+    valkey_sentinel_master: Annotated[str, pydantic.Field(validate_default=True)] = ""
+    valkey_url: Annotated[str, pydantic.Field(validate_default=True)] = DEFAULT_VALKEY_URL
     # TLS for rediss:// (empty: the system's trust store, no client certificate). The key
     # comes before the certificate so that the certificate's check can load the pair.
     valkey_ca_file: str = ""
     valkey_key_file: str = ""
     valkey_cert_file: Annotated[str, pydantic.Field(validate_default=True)] = ""
-    valkey_key_prefix: str = "orchestrator:"
+    valkey_key_prefix: Annotated[str, pydantic.Field(validate_default=True)] = "orchestrator:"
     valkey_stream_maxlen: Annotated[int, pydantic.Field(ge=1)] = 100_000
     valkey_deleted_ttl_seconds: Annotated[int, pydantic.Field(ge=1)] = 86_400
     # The longest one Valkey operation may take: a hung server costs the mirror this, no more.
@@ -63,9 +91,46 @@ class Settings(pydantic.BaseModel):
 
     @pydantic.field_validator("valkey_url")
     @classmethod
-    def _valkey_scheme(cls, value: str) -> str:
+    def _valkey_scheme(cls, value: str, info: pydantic.ValidationInfo) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if info.data.get("valkey_cluster"):
+            if value.startswith("unix://"):
+                raise ValueError(
+                    "VALKEY_CLUSTER=true needs a seed node's redis:// or rediss:// URL"
+                )
+            db = urllib.parse.urlsplit(value).path.strip("/") or "0"
+            if db != "0":
+                raise ValueError(f"a Valkey Cluster has only db 0, and this URL names db {db}")
+        return value
+
+    @pydantic.field_validator("valkey_sentinels", mode="before")
+    @classmethod
+    def _sentinel_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return tuple(Sentinel.parse(part.strip()) for part in value.split(",") if part.strip())
+
+    @pydantic.field_validator("valkey_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        sentinels = info.data.get("valkey_sentinels")
+        if sentinels and not value:
+            raise ValueError("VALKEY_SENTINELS is set: the master's name is needed too")
+        if value and not sentinels:
+            raise ValueError("it names a master, but VALKEY_SENTINELS lists no sentinel")
+        if sentinels and info.data.get("valkey_cluster"):
+            raise ValueError("Sentinel and VALKEY_CLUSTER=true exclude each other")
+        return value
+
+    @pydantic.field_validator("valkey_key_prefix")
+    @classmethod
+    def _one_slot(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if info.data.get("valkey_cluster") and not hash_tagged(value):
+            raise ValueError(
+                "in cluster mode every key of the prefix must share one slot, so the prefix "
+                "needs a hash tag, as {orchestrator}:"
+            )
         return value
 
     @pydantic.field_validator("valkey_ca_file", "valkey_key_file", "valkey_cert_file")
@@ -103,6 +168,14 @@ class Settings(pydantic.BaseModel):
         return value
 
 
+def hash_tagged(prefix: str) -> bool:
+    """Whether every key starting with ``prefix`` hashes to one cluster slot: the prefix holds
+    the key's hash tag, a non-empty ``{...}`` (the first ``{`` and the first ``}`` after it)."""
+    opening = prefix.find("{")
+    closing = prefix.find("}", opening + 1)
+    return opening >= 0 and closing > opening + 1
+
+
 def process_environment() -> Mapping[str, str]:
     """The process environment: the one place it is read (the unit tests guard it here)."""
     return os.environ
@@ -127,6 +200,8 @@ def load(
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         given = error.get("input")
+        if isinstance(given, str):  # a password in a URL or a sentinel list is never shown
+            given = re.sub(r"(?<=:)[^:@/,]*(?=@)", "***", given)
         raise SettingsError(f"invalid setting {field.upper()}={given!r}: {error['msg']}") from None
 
 

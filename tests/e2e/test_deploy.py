@@ -21,7 +21,7 @@ from tests.identity import Identity
 
 NAMESPACE: Final = "agent-lifecycle-operator"
 LEASE: Final = "agent-lifecycle-operator"
-INSTALLS: Final = ("deploy", "deploy/overlays/example")
+INSTALLS: Final = ("deploy", "deploy/overlays/example", "deploy/overlays/ha-example")
 
 
 def rendered(path: str) -> list[dict[str, Any]]:
@@ -87,7 +87,9 @@ def installed_namespace(crds: Cluster) -> Iterator[Cluster]:
             crds.kubectl("delete", "namespace", NAMESPACE, "--timeout=60s", check=False)
 
 
-@pytest.mark.parametrize("path", INSTALLS, ids=["the base", "the example overlay"])
+@pytest.mark.parametrize(
+    "path", INSTALLS, ids=["the base", "the example overlay", "the HA Valkey overlay"]
+)
 @pytest.mark.parametrize("mode", ["client-side", "server-side"])
 def test_kubectl_apply_k_passes_a_server_side_dry_run(
     installed_namespace: Cluster, path: str, mode: str

@@ -23,13 +23,15 @@ STREAM = "orchestrator:events:stream"
 
 
 class Feed:
-    """A subscriber on the events channel, collecting messages in a thread."""
+    """A subscriber on the events channel, collecting messages in a thread: of the server at
+    ``url``, or through ``client`` (a Cluster's or Sentinel's, which the caller closes)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str = "", client: Any = None, channel: str = CHANNEL) -> None:
         self.messages: list[str] = []
-        self._client = redis.Redis.from_url(url)
-        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(CHANNEL)
+        self._own = client is None
+        self._client = redis.Redis.from_url(url) if client is None else client
+        self._pubsub = self._client.pubsub()
+        self._pubsub.subscribe(channel)
         confirmed = self._pubsub.get_message(timeout=5)
         assert confirmed is not None
         assert confirmed["type"] == "subscribe"
@@ -41,16 +43,17 @@ class Feed:
         while not self._stop.is_set():
             try:
                 message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            except redis.ConnectionError:
+            except redis.RedisError:
                 return  # the server went away (a test stopped it): stop listening
-            if message is not None:
+            if message is not None and message["type"] == "message":
                 self.messages.append(message["data"].decode())
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self._pubsub.close()
-        self._client.close()
+        if self._own:
+            self._client.close()
 
 
 def agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

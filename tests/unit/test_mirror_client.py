@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio.cluster
 import redis.asyncio.connection
 
-from controller import mirror
+from controller import mirror, settings
 
 
 def test_a_rediss_url_verifies_the_server_against_the_given_ca() -> None:
@@ -73,3 +74,41 @@ def test_a_redis_url_is_plain_and_refuses_tls_files() -> None:
         ValueError, match=r"TLS files are for rediss:// URLs, not redis://u:\*\*\*@h"
     ):
         mirror.client("redis://u:secret@h:6379/0", ca_file="/etc/ca.pem")
+
+
+def test_the_settings_pick_the_topology_of_the_client() -> None:
+    cluster = mirror.connect(
+        settings.load(
+            {
+                "VALKEY_CLUSTER": "true",
+                "VALKEY_URL": "rediss://op:pw@seed.example:7000/0",
+                "VALKEY_KEY_PREFIX": "{orchestrator}:",
+                "VALKEY_TIMEOUT_SECONDS": "3",
+            }
+        )
+    )
+    assert isinstance(cluster, redis.asyncio.cluster.RedisCluster)
+    seed = cluster.nodes_manager.startup_nodes["seed.example:7000"]
+    assert seed.connection_kwargs["ssl_cert_reqs"] == "required"
+    assert seed.connection_kwargs["socket_timeout"] == 3
+    asyncio.run(mirror.close(cluster))
+
+    sentinel = mirror.connect(
+        settings.load(
+            {
+                "VALKEY_URL": "redis://op:p%40ss@ignored:1/4",
+                "VALKEY_SENTINELS": ":sentinel-pw@s1:26379,s2:26380",
+                "VALKEY_SENTINEL_MASTER": "agents",
+            }
+        )
+    )
+    assert isinstance(sentinel, redis.asyncio.Redis)
+    kwargs = sentinel.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("op", "p@ss", 4)
+    manager = sentinel.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+    found = [(s.connection_pool.connection_kwargs, s) for s in manager.sentinels]
+    assert [(k["host"], k["port"], k["password"]) for k, _ in found] == [
+        ("s1", 26379, "sentinel-pw"),
+        ("s2", 26380, "sentinel-pw"),
+    ]
+    asyncio.run(mirror.close(sentinel))

@@ -237,3 +237,84 @@ def test_a_unit_test_that_reads_the_callers_environment_fails() -> None:
         settings.load()
     with pytest.raises(AssertionError, match="a unit test read the caller's environment"):
         settings.given("VALKEY_URL")
+
+
+@pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        (
+            {"VALKEY_CLUSTER": "true"},
+            "invalid setting VALKEY_KEY_PREFIX='orchestrator:': Value error, in cluster mode "
+            "every key of the prefix must share one slot, so the prefix needs a hash tag, "
+            "as {orchestrator}:",
+        ),
+        (
+            {"VALKEY_CLUSTER": "true", "VALKEY_KEY_PREFIX": "{}:"},
+            "invalid setting VALKEY_KEY_PREFIX='{}:': Value error, in cluster mode every key of "
+            "the prefix must share one slot, so the prefix needs a hash tag, as {orchestrator}:",
+        ),
+        (
+            {"VALKEY_CLUSTER": "true", "VALKEY_URL": "redis://:pw@seed:7000/3"},
+            "invalid setting VALKEY_URL='redis://:***@seed:7000/3': Value error, a Valkey "
+            "Cluster has only db 0, and this URL names db 3",
+        ),
+        (
+            {"VALKEY_SENTINELS": "s1:26379,s2"},
+            "invalid setting VALKEY_SENTINELS='s1:26379,s2': Value error, 's2' is not "
+            "host:port (as 10.0.0.5:26379)",
+        ),
+        (
+            {"VALKEY_SENTINELS": "s1:26379"},
+            "invalid setting VALKEY_SENTINEL_MASTER='': Value error, VALKEY_SENTINELS is set: "
+            "the master's name is needed too",
+        ),
+        (
+            {"VALKEY_SENTINEL_MASTER": "agents"},
+            "invalid setting VALKEY_SENTINEL_MASTER='agents': Value error, it names a master, "
+            "but VALKEY_SENTINELS lists no sentinel",
+        ),
+        (
+            {
+                "VALKEY_CLUSTER": "1",
+                "VALKEY_KEY_PREFIX": "{o}:",
+                "VALKEY_SENTINELS": "s:1",
+                "VALKEY_SENTINEL_MASTER": "m",
+            },
+            "invalid setting VALKEY_SENTINEL_MASTER='m': Value error, Sentinel and "
+            "VALKEY_CLUSTER=true exclude each other",
+        ),
+    ],
+    ids=[
+        "a cluster with the untagged default prefix",
+        "a cluster with an empty hash tag",
+        "a cluster with a non-zero db (the password hidden)",
+        "a sentinel list that does not parse",
+        "sentinels without a master name",
+        "a master name without sentinels",
+        "cluster and sentinel at once",
+    ],
+)
+def test_a_topology_that_cannot_work_is_one_line(environ: dict[str, str], line: str) -> None:
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(environ)
+    assert str(caught.value) == line
+
+
+def test_topologies_are_read_as_documented() -> None:
+    cluster = settings.load(
+        {
+            "VALKEY_CLUSTER": "true",
+            "VALKEY_KEY_PREFIX": "{orchestrator}:",
+            "VALKEY_URL": "redis://seed:7000",
+        }
+    )
+    assert (cluster.valkey_cluster, cluster.valkey_key_prefix) == (True, "{orchestrator}:")
+    sentinel = settings.load(
+        {"VALKEY_SENTINELS": " :s3cret@s1:26379 , s2:26380,", "VALKEY_SENTINEL_MASTER": "agents"}
+    )
+    assert sentinel.valkey_sentinels == (
+        settings.Sentinel("s1", 26379, None, "s3cret"),
+        settings.Sentinel("s2", 26380),
+    )
+    assert settings.hash_tagged("pre{fix}:")
+    assert not settings.hash_tagged("pre}{fix:")

@@ -14,12 +14,14 @@ from typing import Any, TypeVar, cast
 
 import pytest
 import redis.asyncio
+import redis.asyncio.cluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller import lifecycle, mirror, models
 from controller.lifecycle import Phase
 from tests.conftest import RestartableValkey
+from tests.valkey.conftest import Target
 
 T = TypeVar("T")
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=datetime.UTC)
@@ -54,11 +56,17 @@ LIFE = [
 ]
 
 
-def run(coro: Callable[[mirror.Mirror], Awaitable[T]], url: str, **kwargs: Any) -> T:
+def run(coro: Callable[[mirror.Mirror], Awaitable[T]], target: Target, **kwargs: Any) -> T:
+    """``coro`` on a Mirror of the target: one server, or a Cluster (its hash-tagged prefix)."""
+
     async def main() -> T:
-        conn = redis.asyncio.Redis.from_url(url, **kwargs)
+        conn: mirror.Connection
+        if target.cluster:
+            conn = redis.asyncio.cluster.RedisCluster.from_url(target.url, **kwargs)
+        else:
+            conn = redis.asyncio.Redis.from_url(target.url, **kwargs)
         try:
-            return await coro(mirror.Mirror(conn))
+            return await coro(mirror.Mirror(conn, prefix=target.prefix))
         finally:
             await conn.aclose()
 
@@ -143,14 +151,14 @@ def test_a_scripted_life_reaches_subscriber_and_stream_identically(valkey_url: s
     assert phases == [set(), set(), {"team-a/fix-login-bug"}, set(), set()]
 
 
-def test_every_event_is_a_cloudevents_structured_json_object(valkey_url: str) -> None:
+def test_every_event_is_a_cloudevents_structured_json_object(target: Target) -> None:
     async def scenario(m: mirror.Mirror) -> list[str]:
         await m.record_many([(AGENT, step) for step in LIFE])
         await m.record_deleted(AGENT, LIFE[-1], at(9))
         return await stream_events(m)
 
     required = {"specversion", "id", "source", "type", "time", "datacontenttype", "data"}
-    for raw in run(scenario, valkey_url):
+    for raw in run(scenario, target):
         event = json.loads(raw)
         assert set(event) == required
         assert event["specversion"] == "1.0"
@@ -177,12 +185,12 @@ def test_every_event_is_a_cloudevents_structured_json_object(valkey_url: str) ->
         }
 
 
-def test_a_retried_transition_is_a_no_op(valkey_url: str) -> None:
+def test_a_retried_transition_is_a_no_op(target: Target) -> None:
     async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
         results = [await m.record(AGENT, step) for step in (*LIFE[:2], LIFE[1], LIFE[0], LIFE[1])]
         return results, await stream_events(m)
 
-    results, events = run(scenario, valkey_url)
+    results, events = run(scenario, target)
     assert [r.outcome for r in results] == [
         "applied",
         "applied",
@@ -217,14 +225,14 @@ def test_a_retried_transition_is_a_no_op(valkey_url: str) -> None:
     ids=["a gap in seq", "an illegal edge", "a wrong from phase", "a different first phase"],
 )
 def test_a_refused_transition_says_why_and_writes_nothing(
-    valkey_url: str, step: mirror.Step, why: str
+    target: Target, step: mirror.Step, why: str
 ) -> None:
     async def scenario(m: mirror.Mirror) -> tuple[mirror.Result, dict[str, str] | None, int]:
         await m.record(AGENT, LIFE[0])
         result = await m.record(AGENT, step)
         return result, await m.get("team-a", "fix-login-bug"), len(await stream_events(m))
 
-    result, record, events = run(scenario, valkey_url)
+    result, record, events = run(scenario, target)
     assert (result.outcome, result.phase, result.seq, result.why) == (
         "refused",
         Phase.SPAWNING,
@@ -236,7 +244,7 @@ def test_a_refused_transition_says_why_and_writes_nothing(
     assert events == 1
 
 
-def test_fifty_racing_writers_win_exactly_once_per_step(valkey_url: str) -> None:
+def test_fifty_racing_writers_win_exactly_once_per_step(target: Target) -> None:
     rng = random.Random(7)
 
     async def scenario(
@@ -252,7 +260,7 @@ def test_fifty_racing_writers_win_exactly_once_per_step(valkey_url: str) -> None
             rounds.append(list(await asyncio.gather(*(m.record(AGENT, a) for a in attempts))))
         return rounds, await stream_events(m), await m.get("team-a", "fix-login-bug")
 
-    rounds, events, record = run(scenario, valkey_url, max_connections=60)
+    rounds, events, record = run(scenario, target, max_connections=60)
     phases: list[Phase | None] = [None]
     for results in rounds:
         applied = [r for r in results if r.outcome is mirror.Outcome.APPLIED]
@@ -291,7 +299,7 @@ def test_the_script_survives_script_flush_and_a_server_restart(
     assert (record["phase"], record["seq"]) == ("Completed", "3")
 
 
-def test_resync_after_flushall_replays_missed_events_with_their_times(valkey_url: str) -> None:
+def test_resync_after_flushall_replays_missed_events_with_their_times(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,
     ) -> tuple[list[mirror.Result], list[mirror.Result], list[str], dict[str, str] | None]:
@@ -302,7 +310,7 @@ def test_resync_after_flushall_replays_missed_events_with_their_times(valkey_url
         again = await m.resync(AGENT, status)
         return rebuilt, again, await stream_events(m), await m.get("team-a", "fix-login-bug")
 
-    rebuilt, again, events, record = run(scenario, valkey_url)
+    rebuilt, again, events, record = run(scenario, target)
     assert [r.outcome for r in rebuilt] == ["applied"] * 3
     assert again == []
     decoded = [json.loads(e) for e in events]
@@ -312,19 +320,19 @@ def test_resync_after_flushall_replays_missed_events_with_their_times(valkey_url
     assert record["completedAt"] == "2026-01-01T10:00:05.123Z"
 
 
-def test_resync_sends_only_what_the_record_lacks(valkey_url: str) -> None:
+def test_resync_sends_only_what_the_record_lacks(target: Target) -> None:
     async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
         await m.record(AGENT, LIFE[0])
         results = await m.resync(AGENT, status_of(LIFE, message="done", error=""))
         return results, await stream_events(m)
 
-    results, events = run(scenario, valkey_url)
+    results, events = run(scenario, target)
     assert [r.seq for r in results] == [2, 3]
     assert [json.loads(e)["data"]["seq"] for e in events] == [1, 2, 3]
     assert json.loads(events[-1])["data"]["message"] == "done"
 
 
-def test_a_recreated_agent_starts_a_new_life(valkey_url: str) -> None:
+def test_a_recreated_agent_starts_a_new_life(target: Target) -> None:
     reborn = mirror.AgentRef("team-a", "fix-login-bug", "uid-2", "TASK-1234", "worker")
 
     async def scenario(
@@ -337,7 +345,7 @@ def test_a_recreated_agent_starts_a_new_life(valkey_url: str) -> None:
         phases = [await m.agents_in(p) for p in Phase]
         return results, await m.get("team-a", "fix-login-bug"), phases
 
-    results, record, phases = run(scenario, valkey_url)
+    results, record, phases = run(scenario, target)
     assert [r.outcome for r in results] == ["applied", "applied", "refused", "applied", "refused"]
     assert results[2].why == results[4].why == "the record belongs to another life of this agent"
     assert record is not None
@@ -349,7 +357,7 @@ def test_a_recreated_agent_starts_a_new_life(valkey_url: str) -> None:
     assert phases == [{"team-a/fix-login-bug"}, set(), set(), set(), set()]
 
 
-def test_deletion_marks_the_record_sends_a_final_event_and_expires(valkey_url: str) -> None:
+def test_deletion_marks_the_record_sends_a_final_event_and_expires(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,
     ) -> tuple[list[mirror.Result], dict[str, str] | None, int, list[str], set[str]]:
@@ -370,7 +378,7 @@ def test_deletion_marks_the_record_sends_a_final_event_and_expires(valkey_url: s
             await m.agents_in(Phase.RUNNING),
         )
 
-    results, record, ttl, events, running = run(scenario, valkey_url)
+    results, record, ttl, events, running = run(scenario, target)
     assert [r.outcome for r in results] == [
         "refused",
         "applied",
@@ -396,7 +404,7 @@ def test_deletion_marks_the_record_sends_a_final_event_and_expires(valkey_url: s
     assert len(events) == 3
 
 
-def test_reads_of_missing_records_and_a_decoding_client(valkey_url: str) -> None:
+def test_reads_of_missing_records_and_a_decoding_client(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,
     ) -> tuple[dict[str, str] | None, mirror.Result, dict[str, str] | None]:
@@ -404,7 +412,7 @@ def test_reads_of_missing_records_and_a_decoding_client(valkey_url: str) -> None
         result = await m.record(AGENT, LIFE[0])
         return missing, result, await m.get("team-a", "fix-login-bug")
 
-    missing, result, record = run(scenario, valkey_url, decode_responses=True)
+    missing, result, record = run(scenario, target, decode_responses=True)
     assert missing is None
     assert (result.outcome, result.phase, result.seq) == ("applied", Phase.SPAWNING, 1)
     assert record is not None
@@ -434,7 +442,7 @@ attempts = st.lists(
 )
 @given(attempts=attempts)
 def test_any_attempts_leave_only_legal_history(
-    valkey_url: str, attempts: list[tuple[int, Phase | None, Phase]]
+    target: Target, attempts: list[tuple[int, Phase | None, Phase]]
 ) -> None:
     async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[str]]:
         await m.conn.flushdb()
@@ -444,7 +452,7 @@ def test_any_attempts_leave_only_legal_history(
         ]
         return results, await stream_events(m)
 
-    results, events = run(scenario, valkey_url)
+    results, events = run(scenario, target)
     applied = [r for r in results if r.outcome is mirror.Outcome.APPLIED]
     assert len(events) == len(applied)
     phase: Phase | None = None
@@ -456,7 +464,7 @@ def test_any_attempts_leave_only_legal_history(
     assert [json.loads(e)["data"]["to"] for e in events] == [r.phase for r in applied]
 
 
-def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(valkey_url: str) -> None:
+def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Target) -> None:
     engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
     idle = models.KillswitchSpec(engaged=False, reason="runaway spend")
     counting = models.KillswitchStatus(engaged_at=at(0), matched=150, killed=90)
@@ -478,7 +486,7 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(valkey_url:
             await m.get_killswitch("nope"),
         )
 
-    announced, record, events, missing = run(scenario, valkey_url)
+    announced, record, events, missing = run(scenario, target)
     assert announced == [False, True, False, True]
     assert missing is None
     assert record == {
@@ -550,17 +558,17 @@ def test_a_refused_server_is_unavailable(restartable_valkey: RestartableValkey) 
         asyncio.run(scenario())
 
 
-def test_an_error_reply_is_a_refusal(valkey_url: str) -> None:
+def test_an_error_reply_is_a_refusal(target: Target) -> None:
     async def scenario(m: mirror.Mirror) -> None:
         await m.conn.set(m.agent_key(AGENT.namespace, AGENT.name), "not a hash")
         await m.record(AGENT, LIFE[0])
 
     with pytest.raises(mirror.ValkeyRefused, match=r"^Valkey refused: .*WRONGTYPE"):
-        run(scenario, valkey_url)
+        run(scenario, target)
 
 
 def test_resync_from_a_known_seq_skips_the_read_and_is_refused_when_that_was_wrong(
-    valkey_url: str,
+    target: Target,
 ) -> None:
     async def scenario(m: mirror.Mirror) -> tuple[list[mirror.Result], list[mirror.Result]]:
         await m.record(AGENT, LIFE[0])
@@ -569,7 +577,7 @@ def test_resync_from_a_known_seq_skips_the_read_and_is_refused_when_that_was_wro
         right = await m.resync(AGENT, status_of(LIFE))
         return wrong, right
 
-    wrong, right = run(scenario, valkey_url)
+    wrong, right = run(scenario, target)
     assert [r.outcome for r in wrong] == ["refused"]
     assert wrong[0].why == "transition 3 arrived before 2"
     assert [r.outcome for r in right] == ["applied", "applied"]

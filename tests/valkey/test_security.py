@@ -108,28 +108,30 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def operate(url: str) -> list[mirror.Result]:
+async def operate(url: str, prefix: str = mirror.DEFAULT_PREFIX) -> list[mirror.Result]:
     """What the operator does: connect, record, resync, delete, recreate, a killswitch."""
     conn = mirror.client(url, attempts=1)
     try:
         await mirror.server_info(conn, url)
-        m = mirror.Mirror(conn)
+        m = mirror.Mirror(conn, prefix=prefix)
         results = [await m.record(AGENT, LIFE[0])]  # EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA
         results += await m.resync(AGENT, status_of(LIFE))  # HGETALL; SCRIPT EXISTS in a pipeline
         results.append(await m.record_deleted(AGENT, LIFE[-1], at(9)))  # a second script
         results.append(await m.record(REBORN, LIFE[0]))  # a new uid: the old record goes (DEL)
         engaged = models.KillswitchStatus(engaged_at=at(10), matched=1)
-        await m.record_killswitch("all-stop", SWITCH, engaged, at(10))  # HGET, MULTI/EXEC
+        await m.record_killswitch("all-stop", SWITCH, engaged, at(10))  # its script
         return results
     finally:
         await conn.aclose()
 
 
-async def read(url: str) -> tuple[list[str], dict[str, str] | None, set[str]]:
+async def read(
+    url: str, prefix: str = mirror.DEFAULT_PREFIX
+) -> tuple[list[str], dict[str, str] | None, set[str]]:
     """What a consumer does: the stream (XRANGE, XREAD), a record and the phase index."""
     conn = mirror.client(url, attempts=1)
     try:
-        m = mirror.Mirror(conn)
+        m = mirror.Mirror(conn, prefix=prefix)
         streamed = await stream_events(m)
         assert await conn.xread({m.stream: "0-0"}, count=1)
         return streamed, await m.get("team-a", "fix-login-bug"), await m.agents_in(Phase.SPAWNING)
@@ -152,6 +154,22 @@ async def life_heard_by_reader(secured: Secured) -> tuple[list[mirror.Result], l
     finally:
         await pubsub.aclose()
         await conn.aclose()
+
+
+def test_the_lines_with_a_hash_tagged_prefix_are_enough_for_it(secured: Secured) -> None:
+    tagged = "{orchestrator}:"
+    for name in PASSWORDS:  # the README's rule: the prefix in place of orchestrator:
+        secured.command(*(a.replace("orchestrator:", tagged) for a in acl_line(name)))
+    results = run(operate(secured.url("agent-operator"), tagged))
+    streamed, record, spawning = run(read(secured.url("agent-reader"), tagged))
+    assert [r.outcome for r in results] == ["applied"] * 5
+    assert len(streamed) == 6
+    assert record is not None
+    assert spawning == {"team-a/fix-login-bug"}
+    assert secured.denials() == []
+    # ... and the untagged keys are out of reach now.
+    with pytest.raises(mirror.ValkeyRefused, match=r"No permissions to access a key"):
+        run(operate(secured.url("agent-operator")))
 
 
 def test_the_operator_user_mirrors_a_whole_life_and_nothing_it_sends_is_refused(
