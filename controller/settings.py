@@ -44,8 +44,14 @@ class Sentinel(NamedTuple):
         except ValueError:
             port = None
         if not parts.hostname or port is None or parts.path or parts.query:
-            raise ValueError(f"{entry!r} is not host:port (as 10.0.0.5:26379)")
-        return cls(parts.hostname, port, parts.username or None, parts.password or None)
+            shown = re.sub(r"^[^@]*@", "***@", entry)  # never the credentials
+            raise ValueError(f"{shown!r} is not host:port (as 10.0.0.5:26379)")
+        return cls(
+            parts.hostname,
+            port,
+            urllib.parse.unquote(parts.username) if parts.username else None,
+            urllib.parse.unquote(parts.password) if parts.password else None,
+        )
 
 
 class Settings(pydantic.BaseModel):
@@ -94,6 +100,12 @@ class Settings(pydantic.BaseModel):
     def _valkey_scheme(cls, value: str, info: pydantic.ValidationInfo) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if info.data.get("valkey_sentinels"):
+            if value.startswith("unix://"):
+                raise ValueError("with Sentinel it gives redis:// or rediss://, credentials, db")
+            db = urllib.parse.urlsplit(value).path.strip("/") or "0"
+            if not db.isdigit():
+                raise ValueError(f"the db must be a number, not {db!r}")
         if info.data.get("valkey_cluster"):
             if value.startswith("unix://"):
                 raise ValueError(
@@ -202,6 +214,7 @@ def load(
         given = error.get("input")
         if isinstance(given, str):  # a password in a URL or a sentinel list is never shown
             given = re.sub(r"(?<=:)[^:@/,]*(?=@)", "***", given)
+            given = re.sub(r"(?i)(password=)[^&]*", r"\1***", given)
         raise SettingsError(f"invalid setting {field.upper()}={given!r}: {error['msg']}") from None
 
 

@@ -17,6 +17,7 @@ server themselves, as they do the cluster.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def _unpacked_redis(target: Path) -> Path:
     libs = ":".join(str(target / d.relative_to(partial)) for d in root.glob("usr/lib/*-linux-gnu"))
     server = target / "root/usr/bin/redis-server"  # a link to the multi-call binary
     (partial / "redis-server").write_text(
-        f'#!/bin/sh\nLD_LIBRARY_PATH="{libs}" exec "{server}" "$@"\n'
+        f'#!/bin/sh\nLD_LIBRARY_PATH={shlex.quote(libs)} exec {shlex.quote(str(server))} "$@"\n'
     )
     (partial / "redis-server").chmod(0o755)
     shutil.rmtree(debs)

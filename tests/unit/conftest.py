@@ -10,6 +10,9 @@ never change a unit test's outcome.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from controller import settings
@@ -29,6 +32,17 @@ def _guarded() -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _no_caller_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "process_environment", _guarded)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs the command line (``logs.configure``) leaves the root logger as
+    it found it: no handler bound to this test's captured output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

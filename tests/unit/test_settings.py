@@ -283,6 +283,20 @@ def test_a_unit_test_that_reads_the_callers_environment_fails() -> None:
             "invalid setting VALKEY_SENTINEL_MASTER='m': Value error, Sentinel and "
             "VALKEY_CLUSTER=true exclude each other",
         ),
+        (
+            {"VALKEY_SENTINELS": "admin:s3cret@sentinel"},
+            "invalid setting VALKEY_SENTINELS='admin:***@sentinel': Value error, "
+            "'***@sentinel' is not host:port (as 10.0.0.5:26379)",
+        ),
+        (
+            {
+                "VALKEY_SENTINELS": "s:1",
+                "VALKEY_SENTINEL_MASTER": "m",
+                "VALKEY_URL": "unix:///run/valkey.sock",
+            },
+            "invalid setting VALKEY_URL='unix:///run/valkey.sock': Value error, with Sentinel "
+            "it gives redis:// or rediss://, credentials, db",
+        ),
     ],
     ids=[
         "a cluster with the untagged default prefix",
@@ -292,6 +306,8 @@ def test_a_unit_test_that_reads_the_callers_environment_fails() -> None:
         "sentinels without a master name",
         "a master name without sentinels",
         "cluster and sentinel at once",
+        "a bad sentinel entry, its credentials hidden",
+        "sentinel with a socket URL",
     ],
 )
 def test_a_topology_that_cannot_work_is_one_line(environ: dict[str, str], line: str) -> None:
@@ -310,10 +326,10 @@ def test_topologies_are_read_as_documented() -> None:
     )
     assert (cluster.valkey_cluster, cluster.valkey_key_prefix) == (True, "{orchestrator}:")
     sentinel = settings.load(
-        {"VALKEY_SENTINELS": " :s3cret@s1:26379 , s2:26380,", "VALKEY_SENTINEL_MASTER": "agents"}
+        {"VALKEY_SENTINELS": " :s3%40cret@s1:26379 , s2:26380,", "VALKEY_SENTINEL_MASTER": "agents"}
     )
     assert sentinel.valkey_sentinels == (
-        settings.Sentinel("s1", 26379, None, "s3cret"),
+        settings.Sentinel("s1", 26379, None, "s3@cret"),
         settings.Sentinel("s2", 26380),
     )
     assert settings.hash_tagged("pre{fix}:")
