@@ -2,15 +2,16 @@
 
 Conditions follow the conventions kstatus, Argo CD and Flux read:
 
-| phase      | Ready          | Reconciling  | Stalled      |
-|------------|----------------|--------------|--------------|
-| Spawning   | False          | True         | False        |
-| Running    | True           | False        | False        |
-| Completed  | True           | False        | False        |
-| Failed     | False          | False        | True         |
-| Killed     | False          | False        | False        |
+| phase      | Ready          | Reconciling  | Stalled      | Finished          |
+|------------|----------------|--------------|--------------|-------------------|
+| Spawning   | False          | True         | False        | False             |
+| Running    | True           | False        | False        | False             |
+| Completed  | True           | False        | False        | True (Completed)  |
+| Failed     | False          | False        | True         | True (Failed)     |
+| Killed     | False          | False        | False        | True (Killed)     |
 
-``kubectl wait --for=condition=Ready`` waits for a running or finished agent;
+``kubectl wait --for=condition=Finished`` returns on any ending (its reason is the
+terminal phase); ``--for=condition=Ready`` waits for a running or completed agent;
 ``--for=condition=Stalled`` for a failed one.
 """
 
@@ -24,11 +25,13 @@ from controller import lifecycle, models
 READY: Final = "Ready"
 RECONCILING: Final = "Reconciling"
 STALLED: Final = "Stalled"
+FINISHED: Final = "Finished"
 
 _TRUE: Final = {
     READY: {lifecycle.Phase.RUNNING, lifecycle.Phase.COMPLETED},
     RECONCILING: {lifecycle.Phase.SPAWNING},
     STALLED: {lifecycle.Phase.FAILED},
+    FINISHED: set(lifecycle.TERMINAL),
 }
 
 
@@ -38,7 +41,7 @@ def conditions(
     now: datetime.datetime,
     previous: list[models.Condition],
 ) -> list[models.Condition]:
-    """The three conditions for ``life``; a condition keeps its time while its status holds."""
+    """The conditions for ``life``; a condition keeps its time while its status holds."""
     before = {c.type: c for c in previous}
     out = []
     for kind, phases in _TRUE.items():
@@ -49,7 +52,12 @@ def conditions(
             models.Condition(
                 type=kind,
                 status=status,
-                reason=life.reason or "Unknown",
+                # Finished names the ending itself, so one wait tells which it was.
+                reason=(
+                    str(life.phase)
+                    if kind == FINISHED and status == "True"
+                    else life.reason or "Unknown"
+                ),
                 message=life.error or life.message or f"the agent is {life.phase}",
                 last_transition_time=since,
                 observed_generation=generation,

@@ -121,13 +121,22 @@ def test_an_agent_runs_to_completion(
     assert done["status"]["completedAt"]
     assert [h["phase"] for h in done["status"]["history"]] == ["Spawning", "Running", "Completed"]
     conditions = {c["type"]: c["status"] for c in done["status"]["conditions"]}
-    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert conditions == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Finished": "True",
+    }
     assert [r for _, r, _ in events_of(crds, namespace, uid)] == [
         "Spawning",
         "Running",
         "Completed",
     ]
-    for condition in ("--for=condition=Ready", "--for=jsonpath={.status.phase}=Completed"):
+    for condition in (
+        "--for=condition=Ready",
+        "--for=condition=Finished",
+        "--for=jsonpath={.status.phase}=Completed",
+    ):
         crds.kubectl("wait", condition, "agent/worker", "-n", namespace, "--timeout=10s")
 
 
@@ -147,6 +156,10 @@ def test_a_failing_agent_keeps_its_termination_message(
         crds, namespace, failed["metadata"]["uid"]
     )
     assert {c["type"]: c["status"] for c in failed["status"]["conditions"]}["Stalled"] == "True"
+    finished = crds.kubectl(
+        "wait", "--for=condition=Finished", "agent/tester", "-n", namespace, "--timeout=10s"
+    )
+    assert "condition met" in finished
 
 
 def test_a_pod_that_jumped_to_succeeded_records_running_then_completed(
@@ -189,7 +202,13 @@ def test_a_kill_stops_the_pod_and_keeps_the_reason(
         crds, namespace, "runaway", desiredPhase="Killed", killReason="runaway spend"
     )
     assert patched.returncode == 0, patched.stderr
+    # kubectl waits on the ending itself, whatever it is (here it is a kill).
+    crds.kubectl(
+        "wait", "--for=condition=Finished", "agent/runaway", "-n", namespace, "--timeout=30s"
+    )
     killed = agree(crds, valkey_url, feed, namespace, "runaway", "Killed", timeout=15)
+    finished = next(c for c in killed["status"]["conditions"] if c["type"] == "Finished")
+    assert (finished["status"], finished["reason"]) == ("True", "Killed")
     assert (killed["status"]["reason"], killed["status"]["message"]) == ("Killed", "runaway spend")
     assert pod(crds, namespace, pod_name) is None
     record = views.record(valkey_url, namespace, "runaway")
