@@ -29,6 +29,8 @@ import redis
 from localcluster import procs, versions
 
 READY_TIMEOUT: Final = 30.0
+# A mirror's server: no snapshots, no append-only file (a restart comes back empty).
+EPHEMERAL: Final = ("--save", "", "--appendonly", "no")
 
 
 def binary() -> Path:
@@ -183,10 +185,7 @@ def start(
             *(listen or ["--port", str(port)]),
             "--dir",
             str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+            *EPHEMERAL,
             "--protected-mode",
             "yes",
             *(("--requirepass", password) if password else ()),

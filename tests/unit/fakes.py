@@ -193,6 +193,14 @@ class FakeKube:
         return [copy.deepcopy(self.body)] if self.body is not None else []
 
 
+def deleted_killed_body() -> dict[str, Any]:
+    """An Agent being deleted whose kill is on record: its deletion is the mirror's to finish."""
+    body = agent_body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
+    body["status"] = recorded("Spawning", "Killed", pod=False)
+    return body
+
+
 def recorded_agent(*phases: str, **spec: Any) -> FakeKube:
     """An API server holding one Agent (``spec`` on top of the defaults) that has recorded
     ``phases``."""

@@ -21,6 +21,7 @@ from tests.unit.fakes import (
     FakeKube,
     FakeMirror,
     agent_body,
+    deleted_killed_body,
     operator,
     recorded,
     recorded_agent,
@@ -236,9 +237,7 @@ def test_a_stopped_agent_deletes_its_pod_with_the_grace_period() -> None:
 
 
 def test_a_refused_deletion_is_tried_again_and_only_then_released() -> None:
-    body = agent_body()
-    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
-    body["status"] = recorded("Spawning", "Killed", pod=False)
+    body = deleted_killed_body()
     api = FakeKube(body)
     op, valkey = operator(api)
     op.agent_event(copy.deepcopy(body), gone=False)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller import kube, mirror, models
-from tests.unit.fakes import KEY, FakeKube, agent_body, operator, recorded
+from tests.unit.fakes import KEY, FakeKube, agent_body, deleted_killed_body, operator, recorded
 
 
 def test_a_record_refused_even_after_reading_it_is_reported_and_retried() -> None:
@@ -28,9 +28,7 @@ def test_a_record_refused_even_after_reading_it_is_reported_and_retried() -> Non
 
 
 def test_a_stale_copy_never_drops_the_finalizer_it_did_not_see() -> None:
-    body = agent_body()
-    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
-    body["status"] = recorded("Spawning", "Killed", pod=False)
+    body = deleted_killed_body()
     api = FakeKube(body)
     op, valkey = operator(api)
     op.agent_event(copy.deepcopy(body), gone=False)
@@ -84,9 +82,7 @@ class Vanishing(FakeKube):
 
 
 def test_an_agent_gone_while_its_deletion_was_finishing_is_forgotten() -> None:
-    body = agent_body()
-    body["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:00Z"
-    body["status"] = recorded("Spawning", "Killed", pod=False)
+    body = deleted_killed_body()
     api = Vanishing(body)
     op, _ = operator(api)
     op.agent_event(copy.deepcopy(body), gone=False)
