@@ -158,6 +158,7 @@ class Store:
         self._holding: set[str] = set()  # agents with a live Pod (podName, not terminal)
         self._promised: set[str] = set()  # admitted, Pod being made, status not yet showing it
         self._line: dict[str, Waiting] = {}
+        self._stale: set[str] = set()  # bodies a write proved stale: read afresh before use
 
     # --- agents ---
 
@@ -206,7 +207,8 @@ class Store:
         return self._written_at.get(key)
 
     def agent(self, key: str) -> Body | None:
-        return self._agents.get(key)
+        """The last-seen body, unless it proved stale (then the caller reads afresh)."""
+        return None if key in self._stale else self._agents.get(key)
 
     def agent_keys(self) -> list[str]:
         return list(self._agents)
@@ -215,8 +217,11 @@ class Store:
         return iter(self._agents.values())
 
     def invalidate(self, key: str) -> None:
-        """The cached body proved stale (a write conflicted): the next pass reads afresh."""
-        self._agents.pop(key, None)
+        """The cached body proved stale (a write conflicted): the next pass reads afresh. It
+        still counts for the line and the slots until then: dropping it would let a younger
+        agent take an older one's turn."""
+        if key in self._agents:
+            self._stale.add(key)
 
     def forget(self, key: str) -> None:
         """The agent is gone for good: drop everything kept of it."""
@@ -225,6 +230,7 @@ class Store:
 
     def _set_agent(self, key: str, body: Body) -> None:
         self._agents[key] = body
+        self._stale.discard(key)
         self._account(key)
 
     def _account(self, key: str) -> None:
@@ -256,6 +262,7 @@ class Store:
 
     def _drop_agent(self, key: str) -> None:
         self._agents.pop(key, None)
+        self._stale.discard(key)
         self._written.pop(key, None)
         self._written_at.pop(key, None)
         self._holding.discard(key)

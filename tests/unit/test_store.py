@@ -229,3 +229,18 @@ def test_an_agent_whose_pod_exists_holds_a_slot_and_waits_for_none() -> None:
     assert (cache.slots_held(), cache.holds(KEY), cache.line()) == (1, True, [])
     cache.observe_pod(running_pod(), gone=True)
     assert (cache.slots_held(), [w.key for w in cache.line()]) == (0, [KEY])
+
+
+def test_a_stale_body_is_read_afresh_but_keeps_its_place_in_line() -> None:
+    cache = store.Store()
+    older = named("older", "2026-01-01T08:00:00Z")
+    younger = named("younger", "2026-01-01T08:00:01Z")
+    cache.observe_agent(older)
+    cache.observe_agent(younger)
+    cache.invalidate("team-a/older")  # a write of its conflicted
+    assert cache.agent("team-a/older") is None, "the next pass reads it afresh"
+    assert sorted(w.key for w in cache.line()) == ["team-a/older", "team-a/younger"]
+    fresh = copy.deepcopy(older)
+    fresh["metadata"]["resourceVersion"] = "2"
+    cache.put_agent(fresh)
+    assert cache.agent("team-a/older") is not None
