@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its development tools
 
-build: $(STAMP) ## build etcd, Kubernetes and kwok from Go modules (cached by version)
+build: $(STAMP) ## build etcd, Kubernetes, kwok, helm and promtool from Go modules (cached by version)
 	$(PY) -m localcluster build
 
 up: $(STAMP) ## start the local cluster and Valkey in the background; writes $(LOCAL_DIR)/env
@@ -44,8 +44,8 @@ status: $(STAMP) ## show what `make up` has running
 run: $(STAMP) ## up, install CRDs, run the operator in the foreground; Ctrl-C stops all it started
 	$(PY) -m localcluster run
 
-crds: $(STAMP) ## render crds/*.yaml from the models (commit the result)
-	$(PY) -m controller.crd crds
+crds: $(STAMP) ## render crds/*.yaml and the chart's crds/ from the models (commit the result)
+	$(PY) -m controller.crd crds charts/agent-lifecycle-operator/crds
 
 bench: $(STAMP) ## the benchmarks under benchmarks/, printed beside their baselines (not in CI)
 	$(PY) -m benchmarks.mirror

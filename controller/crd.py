@@ -6,7 +6,7 @@ own rules are added as CEL ``x-kubernetes-validations``. The rules on
 ``status.phase`` are generated from ``lifecycle.EDGES``, so the API server and
 the phase machine cannot disagree about what a legal transition is.
 
-``python -m controller.crd [DIR]`` writes the files (``make crds``).
+``python -m controller.crd [DIR...]`` writes the files (``make crds``: crds/ and the chart's).
 """
 
 from __future__ import annotations
@@ -283,10 +283,11 @@ def render() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    target = Path(argv[1]) if len(argv) > 1 else Path("crds")
-    for name, text in render().items():
-        (target / name).write_text(text)
-        print(f"wrote {target / name}")
+    """Write the CRDs into each folder named (``crds`` when none is)."""
+    for target in [Path(arg) for arg in argv[1:]] or [Path("crds")]:
+        for name, text in render().items():
+            (target / name).write_text(text)
+            print(f"wrote {target / name}")
     return 0
 
 

@@ -86,8 +86,8 @@ class Metrics:
             f"{PREFIX}_transition_latency_seconds",
             "From the moment a transition records (the Pod's own start or finish time, else "
             "when it was decided) to its status written (stage=status) and mirrored "
-            "(stage=mirrored).",
-            ["stage"],
+            "(stage=mirrored), by the phase it entered (to_phase=Killed: kill latency).",
+            ["stage", "to_phase"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -128,7 +128,7 @@ class Metrics:
         self, from_phase: str | None, to_phase: str, at: datetime.datetime, now: datetime.datetime
     ) -> None:
         self.transitions.labels(from_phase or "Pending", to_phase).inc()
-        self.latency.labels("status").observe(max(0.0, (now - at).total_seconds()))
+        self.latency.labels("status", to_phase).observe(max(0.0, (now - at).total_seconds()))
 
-    def mirrored(self, at: datetime.datetime, now: datetime.datetime) -> None:
-        self.latency.labels("mirrored").observe(max(0.0, (now - at).total_seconds()))
+    def mirrored(self, to_phase: str, at: datetime.datetime, now: datetime.datetime) -> None:
+        self.latency.labels("mirrored", to_phase).observe(max(0.0, (now - at).total_seconds()))

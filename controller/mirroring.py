@@ -179,7 +179,7 @@ class Mirroring:
             return
         now = self.clock()
         for entry in agent.status.history[len(agent.status.history) - applied :]:
-            self.metrics.mirrored(entry.at, now)
+            self.metrics.mirrored(entry.phase, entry.at, now)
         written = self.store.written_at(key)
         if written is not None:
             self.metrics.mirror_lag.observe(max(0.0, self.store.monotonic() - written))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from localcluster import build, cluster, procs
+from localcluster import build, cluster, procs, versions
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SAMPLE_AGENT: Final = REPO / "deploy" / "samples" / "agent.yaml"
@@ -29,7 +29,7 @@ def _up(args: argparse.Namespace) -> cluster.Endpoints:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    build.ensure_built()
+    build.ensure_built(versions.EVERYTHING)
     return 0
 
 
@@ -129,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
-        ("build", cmd_build, "build the cluster's binaries into the cache (once per version)"),
+        (
+            "build",
+            cmd_build,
+            "build the cluster's binaries, helm and promtool; fetch the prometheus-operator "
+            "CRDs (once per version, into the cache)",
+        ),
         ("up", cmd_up, "start the cluster and Valkey in the background; write STATE_DIR/env"),
         ("down", cmd_down, "stop every process `up` started, by pid"),
         ("status", cmd_status, "list the running processes; exit 1 when the cluster is not up"),

@@ -91,8 +91,10 @@ class Endpoints:
     def env_lines(self) -> str:
         lines = f"export KUBECONFIG={self.kubeconfig}\n"
         lines += f"export VALKEY_URL={self.valkey_url}\n" if self.valkey_url else ""
-        # kubectl (from its wheel) and `kubectl agents` live beside this Python, in the venv.
-        return lines + f'export PATH="{Path(sys.executable).parent}:$PATH"\n'
+        # kubectl (from its wheel) and `kubectl agents` live beside this Python, in the venv;
+        # helm and promtool in the cache, once `make build` has built them.
+        path = [Path(sys.executable).parent, *(build.bin_dir(tool) for tool in versions.TOOLS)]
+        return lines + f'export PATH="{":".join(map(str, path))}:$PATH"\n'
 
 
 class ClusterError(RuntimeError):

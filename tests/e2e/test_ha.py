@@ -190,8 +190,10 @@ def test_probes_say_live_and_ready_and_metrics_count_what_happened(
     ):
         name = f'agent_operator_transitions_total{{from_phase="{before}",to_phase="{after}"}}'
         assert metric(text, name) == 1, name
-    assert metric(text, 'agent_operator_transition_latency_seconds_count{stage="status"}') == 3
-    assert metric(text, 'agent_operator_transition_latency_seconds_count{stage="mirrored"}') == 3
+    for stage in ("status", "mirrored"):
+        for phase in ("Spawning", "Running", "Completed"):
+            labels = f'{{stage="{stage}",to_phase="{phase}"}}'
+            assert metric(text, f"agent_operator_transition_latency_seconds_count{labels}") == 1
     assert metric(text, "agent_operator_mirror_lag_seconds_count") == 3
     assert metric(text, "agent_operator_mirror_errors_total") == 0
     assert metric(text, "agent_operator_leader") == 1
