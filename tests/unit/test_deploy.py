@@ -1,11 +1,11 @@
 """The image and deploy/, read as files: what no Docker engine or cluster is needed to check.
 
-The Dockerfile cannot be built here (no Docker engine); these tests hold it to its
-promises: pinned bases, a non-root numeric USER that is the Deployment's uid, the
-entrypoint, and a build context of only what the wheel is made of. deploy/'s
-workloads are held to the restricted Pod Security profile and to the image
-version in pyproject.toml; tests/e2e/test_deploy.py applies them to the real API
-server.
+These tests hold the Dockerfile to its promises: nothing pulled (FROM scratch, the layers
+are the tarballs `make image-context` writes), a non-root numeric USER that is the
+Deployment's uid, the entrypoint, and a build context of only those tarballs;
+tests/e2e/test_image.py runs what `make image` builds from it. deploy/'s workloads
+are held to the restricted Pod Security profile and to the image version in
+pyproject.toml; tests/e2e/test_deploy.py applies them to the real API server.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import pytest
 import yaml
+
+import image
 
 REPO: Final = Path(__file__).resolve().parents[2]
 DEPLOY: Final = REPO / "deploy"
@@ -49,20 +51,6 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 DOCKERFILE: Final = instructions(REPO / "Dockerfile")
 
 
-def stages() -> list[str]:
-    """The image reference of each FROM, with ARG defaults substituted."""
-    args: dict[str, str] = {}
-    images = []
-    for word, rest in DOCKERFILE:
-        if word == "ARG" and "=" in rest:
-            name, _, default = rest.partition("=")
-            args[name] = default
-        elif word == "FROM":
-            image = rest.split()[0]
-            images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
-    return images
-
-
 def load(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
@@ -76,11 +64,29 @@ DEPLOYMENT: Final = workload(DEPLOY / "base" / "deployment.yaml", "Deployment")
 VALKEY: Final = workload(DEPLOY / "valkey" / "statefulset.yaml", "StatefulSet")
 
 
-def test_the_image_is_built_in_stages_from_pinned_bases() -> None:
-    images = stages()
-    assert len(images) >= 2, "a build stage and a runtime stage"
-    for image in images:
-        assert PINNED.match(image), f"{image}: pin an exact tag and its digest"
+def added() -> list[str]:
+    """The sources of the ADD and COPY instructions, in order."""
+    return [
+        source
+        for word, rest in DOCKERFILE
+        if word in {"ADD", "COPY"}
+        for source in rest.split()[:-1]
+        if not source.startswith("--")
+    ]
+
+
+def test_the_image_pulls_nothing_and_its_layers_are_what_make_image_context_writes() -> None:
+    assert [rest for word, rest in DOCKERFILE if word == "FROM"] == ["scratch"]
+    assert not [word for word, _ in DOCKERFILE if word == "RUN"], "nothing runs at build time"
+    context = image.CONTEXT.relative_to(REPO).as_posix()
+    assert added() == [f"{context}/{layer}" for layer in image.LAYERS]
+    assert all(rest.endswith(" /") for word, rest in DOCKERFILE if word == "ADD")
+
+
+def test_the_image_finds_the_operator_where_the_layers_put_it() -> None:
+    (env,) = [rest for word, rest in DOCKERFILE if word == "ENV"]
+    assert f"PYTHONPATH={image.SITE_PACKAGES}" in env.split()
+    assert "PYTHONDONTWRITEBYTECODE=1" in env.split(), "the root filesystem is read-only"
 
 
 def test_the_image_runs_as_the_deployments_non_root_uid() -> None:
@@ -96,25 +102,28 @@ def test_the_image_runs_as_the_deployments_non_root_uid() -> None:
 
 def test_the_entrypoint_runs_the_operator() -> None:
     entrypoints = [rest for word, rest in DOCKERFILE if word == "ENTRYPOINT"]
-    assert json.loads(entrypoints[-1]) == ["python", "-m", "controller", "run"]
+    assert json.loads(entrypoints[-1]) == [image.PYTHON, "-m", "controller", "run"]
     assert not [rest for word, rest in DOCKERFILE if word == "CMD"]
 
 
-def test_the_build_context_is_only_what_the_wheel_is_made_of() -> None:
-    copied = {
-        source.rstrip("/")
-        for word, rest in DOCKERFILE
-        if word == "COPY" and "--from" not in rest
-        for source in rest.split()[:-1]
-    }
-    assert copied == {"pyproject.toml", "README.md", "controller"}
+def test_the_build_context_is_only_the_layers() -> None:
     rules = [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert rules[0] == "*", "everything is left out unless named"
-    assert {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")} == copied
+    assert [rule[1:] for rule in rules[1:] if rule.startswith("!")] == added()
+
+
+def test_the_python_layers_are_pinned_with_hashes() -> None:
+    lock = (REPO / "image" / "requirements.lock").read_text()
+    pins = re.findall(r"^([a-z0-9._-]+)==\S+ \\$", lock, re.MULTILINE)
+    runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {re.split(r"[<>=!~ \[]", dep)[0] for dep in runtime} <= set(pins)
+    assert lock.count("==") == len(pins), "every requirement pinned to one version"
+    for block in lock.split("==")[1:]:
+        assert "--hash=sha256:" in block.split("# via")[0], "every pin with its hashes"
 
 
 def test_the_wheel_holds_the_controller_package_only() -> None:
