@@ -1,7 +1,18 @@
-"""Who gets the next slot under ``MAX_CONCURRENT_AGENTS``, decided purely.
+"""Who gets the next slot, under ``MAX_CONCURRENT_AGENTS`` and each namespace's cap, decided
+purely.
 
 An agent holds a slot from the moment it is admitted until it is finished; the
-others wait in Spawning (reason Queued), without a Pod, and start oldest first.
+others wait in Spawning (reason Queued), without a Pod. Two limits apply at once:
+the operator's (``MAX_CONCURRENT_AGENTS``, 0: none) and a namespace's own (the
+annotation ``orchestrator.mosaicstack.dev/max-concurrent-agents`` on the Namespace).
+
+- Within a namespace the oldest agent goes first (creation time, then key).
+- Between namespaces the free slots go to the namespace holding the fewest, one slot at
+  a time (ties: the one whose next agent is oldest). A namespace that holds many never
+  takes the last free slot from one that holds few, so none starves another, and the
+  choice is a function of what the store holds now: no turn pointer to lose in a
+  restart or a leader change, unlike round robin, which it equals when loads are even.
+
 The counts come from the store, kept up to date by the watches, so a choice is
 a computation over memory: no LIST, no lock (one event loop, no await between
 choosing and promising the slot).
@@ -9,9 +20,13 @@ choosing and promising the slot).
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import heapq
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Collection, Iterable, Mapping
+from typing import Final, Protocol
+
+ANNOTATION: Final = "orchestrator.mosaicstack.dev/max-concurrent-agents"
 
 
 class InLine(Protocol):
@@ -22,27 +37,89 @@ class InLine(Protocol):
     def created(self) -> str: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    total: int = 0  # MAX_CONCURRENT_AGENTS; 0: no limit
+    namespaces: Mapping[str, int] = dataclasses.field(default_factory=dict)  # the caps
+
+    @property
+    def any(self) -> bool:
+        return bool(self.total or self.namespaces)
+
+
+def namespace_cap(value: str | None) -> tuple[int | None, str]:
+    """A Namespace's cap from its annotation's value, and what is wrong with it ("" if
+    nothing): a whole number of at least 1. A value that is not one caps nothing (the
+    operator's own limit still holds): see README, "Per-namespace limits"."""
+    if value is None:
+        return None, ""
+    text = value.strip()
+    if text.isdigit() and int(text) >= 1:
+        return int(text), ""
+    return None, (
+        f"{ANNOTATION}={value!r} is not a whole number of at least 1: this namespace is "
+        "not capped (the operator's MAX_CONCURRENT_AGENTS still applies); to stop its "
+        "agents, use a Killswitch"
+    )
+
+
+def namespace_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
 def _order(waiting: InLine) -> tuple[str, str]:
     # RFC 3339 times of one server sort as text; the key breaks ties the same way each time.
     return (waiting.created, waiting.key)
 
 
-def next_up(line: Iterable[InLine], held: int, limit: int) -> list[str]:
-    """The keys whose turn it is: the oldest of the line, as many as there are free slots
-    (all of them when ``limit`` is 0, no limit)."""
-    if not limit:
+def next_up(line: Iterable[InLine], held: Collection[str], limits: Limits) -> list[str]:
+    """The keys whose turn it is, in the order they get their slots: as many as are free
+    (everyone, when nothing limits), each namespace within its cap, oldest first within a
+    namespace, and the fewest-held namespace first between them."""
+    if not limits.any:
         return [w.key for w in line]
-    free = limit - held
-    if free <= 0:
+    load = collections.Counter(namespace_of(key) for key in held)
+    free = limits.total - len(held) if limits.total else None  # None: no overall limit
+    if free is not None and free <= 0:
         return []
-    return [w.key for w in heapq.nsmallest(free, line, key=_order)]
+    by_namespace: dict[str, list[InLine]] = collections.defaultdict(list)
+    for waiting in line:
+        by_namespace[namespace_of(waiting.key)].append(waiting)
+    queues: dict[str, list[InLine]] = {}
+    for namespace, candidates in by_namespace.items():
+        room = len(candidates)
+        if namespace in limits.namespaces:
+            room = min(room, limits.namespaces[namespace] - load[namespace])
+        if free is not None:
+            room = min(room, free)
+        if room > 0:
+            queues[namespace] = heapq.nsmallest(room, candidates, key=_order)
+    turns = [(load[ns], _order(queue[0]), ns, 0) for ns, queue in queues.items()]
+    heapq.heapify(turns)
+    chosen: list[str] = []
+    while turns and (free is None or len(chosen) < free):
+        held_now, _, namespace, index = heapq.heappop(turns)
+        queue = queues[namespace]
+        chosen.append(queue[index].key)
+        if index + 1 < len(queue):
+            heapq.heappush(turns, (held_now + 1, _order(queue[index + 1]), namespace, index + 1))
+    return chosen
 
 
-def admits(key: str, line: Iterable[InLine], held: int, limit: int) -> bool:
-    """Whether ``key`` may have its Pod now: a free slot, and no older agent before it."""
-    return not limit or key in next_up(line, held, limit)
+def admits(key: str, line: Iterable[InLine], held: Collection[str], limits: Limits) -> bool:
+    """Whether ``key`` may have its Pod now: a free slot under both limits, and no agent
+    before it."""
+    return not limits.any or key in next_up(line, held, limits)
 
 
-def why_waiting(limit: int) -> str:
-    """The status message of a queued agent."""
-    return f"waiting for a slot: {limit} agents may run at once"
+def why_waiting(key: str, held: Collection[str], limits: Limits) -> str:
+    """The status message of a queued agent: which limit holds it."""
+    namespace = namespace_of(key)
+    cap = limits.namespaces.get(namespace)
+    in_namespace = sum(1 for k in held if namespace_of(k) == namespace)
+    namespace_full = cap is not None and in_namespace >= cap
+    if cap is not None and (namespace_full or not limits.total):
+        return (
+            f"waiting for a slot: namespace {namespace} allows {cap} agents at once ({ANNOTATION})"
+        )
+    return f"waiting for a slot: {limits.total} agents may run at once (MAX_CONCURRENT_AGENTS)"

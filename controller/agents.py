@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 INVALID_SPEC: Final = "InvalidSpec"
 TRANSITION_REFUSED: Final = "TransitionRefused"
+TTL_EXPIRED: Final = "TTLExpired"  # a finished agent deleted after its TTL (a Normal Event)
 # A switch over many agents is recounted at most this often while its kills land.
 RECOUNT_EVERY: Final = 1.0
 # A stopping Pod still there this long after its grace period is read afresh.
@@ -74,6 +75,7 @@ class Agents:
         warnings: kube.Recorder,
         clock: Callable[[], datetime.datetime] = utcnow,
         max_concurrent: int = 0,
+        ttl_after_finished: int = 0,
         metrics_: metrics.Metrics | None = None,
     ) -> None:
         self.kube = api
@@ -84,6 +86,8 @@ class Agents:
         self.warnings = warnings
         self.clock = clock
         self.max_concurrent = max_concurrent  # 0: no limit
+        # AGENT_TTL_SECONDS_AFTER_FINISHED, for agents whose spec names no TTL (0: kept).
+        self.ttl_after_finished = ttl_after_finished
         self.metrics = metrics_ or metrics.Metrics()
 
     # --- one pass ---
@@ -171,17 +175,25 @@ class Agents:
                 grace = agent.spec.kill_grace_period_seconds
                 agent = await self._note_stopping(agent, kill)
             await self.kube.delete_pod(namespace, pod_name, grace, pod["metadata"]["uid"])
-        return self._next_look(decision, pod)
+        expires = self._expiry(agent)
+        if expires is not None and expires <= self.clock():
+            await self._delete_finished(agent, expires)
+            return workqueue.Result()  # its deletion comes back through the watch
+        return self._next_look(decision, pod, expires)
 
     def _next_look(
-        self, decision: lifecycle.Decision, pod: dict[str, Any] | None
+        self,
+        decision: lifecycle.Decision,
+        pod: dict[str, Any] | None,
+        expires: datetime.datetime | None = None,
     ) -> workqueue.Result:
-        """When to look again if nothing else happens: a timeout, or a Pod overdue to go."""
+        """When to look again if nothing else happens: a timeout, a Pod overdue to go, or a
+        finished agent's TTL running out."""
         overdue = _overdue_at(pod)
         if overdue is not None:
             # Look again once it should have gone; a Pod stuck past that, every STOP_SLACK.
             overdue = max(overdue, self.clock() + STOP_SLACK)
-        due = [t for t in (decision.recheck_at, overdue) if t is not None]
+        due = [t for t in (decision.recheck_at, overdue, expires) if t is not None]
         if not due:
             return workqueue.Result()
         return workqueue.Result(requeue_after=max(0.0, (min(due) - self.clock()).total_seconds()))
@@ -336,29 +348,74 @@ class Agents:
             update |= {"reason": last, "message": ""}
         return await self._write_status(agent, agent.status.model_copy(update=update))
 
+    # --- the TTL after finishing ---
+
+    def _expiry(self, agent: models.Agent) -> datetime.datetime | None:
+        """When this agent is to be deleted for having finished long enough ago; None: not
+        finished, being deleted already, or kept. Derived from ``completedAt`` on every pass,
+        never remembered: a restarted operator keeps the same time."""
+        if (
+            agent.status.phase not in lifecycle.TERMINAL
+            or agent.metadata.deletion_timestamp is not None
+        ):
+            return None
+        return lifecycle.expiry(
+            agent.status.completed_at,
+            agent.spec.ttl_seconds_after_finished,
+            self.ttl_after_finished,
+        )
+
+    async def _delete_finished(self, agent: models.Agent, expired: datetime.datetime) -> None:
+        """Delete it (this very one, by uid), then say why on it: the finalizer keeps it for
+        the Event, then runs the ordinary deletion (the Pod goes, ``agent.deleted`` is
+        recorded). In that order, a refused delete, retried, never repeats the Event."""
+        meta, spec_ttl = agent.metadata, agent.spec.ttl_seconds_after_finished
+        if spec_ttl is not None:
+            ttl, rule = spec_ttl, f"ttlSecondsAfterFinished={spec_ttl}"
+        else:
+            ttl = self.ttl_after_finished
+            rule = f"the operator's AGENT_TTL_SECONDS_AFTER_FINISHED={ttl}"
+        # Later than the TTL when no operator was running as it ran out.
+        after = ttl + (self.clock() - expired).total_seconds()
+        sentence = f"deleted {after:.0f} s after it finished ({rule})"
+        await self.kube.delete_agent(meta.namespace, meta.name, meta.uid)
+        log.info("%s: %s", agent.ref, sentence)
+        await self.kube.post_event(_target(agent), "Normal", TTL_EXPIRED, sentence)
+
     # --- the concurrency limit ---
+
+    def _limits(self) -> admission.Limits:
+        return admission.Limits(self.max_concurrent, self.store.caps())
 
     def _admit(self, key: str) -> bool:
         """Whether this agent may have its Pod now (its slot is then promised by the create)."""
-        if not self.max_concurrent or self.store.holds(key):
+        limits = self._limits()
+        if not limits.any or self.store.holds(key):
             return True
-        return admission.admits(
-            key, self.store.line(), self.store.slots_held(), self.max_concurrent
-        )
+        return admission.admits(key, self.store.line(), self.store.held(), limits)
 
     def _wake_next(self, done: str) -> None:
-        """Slots are free and agents wait: the oldest of them get their turn (``done``, the
-        key just worked on, is not woken by its own pass)."""
-        if not self.max_concurrent:
+        """Slots are free and agents wait: those whose turn it is get it (``done``, the key
+        just worked on, is not woken by its own pass)."""
+        limits = self._limits()
+        if not limits.any:
             return
-        line, held = self.store.line(), self.store.slots_held()
-        for key in admission.next_up(line, held, self.max_concurrent):
+        for key in admission.next_up(self.store.line(), self.store.held(), limits):
             if key != done:
                 self.queue.add(key)
 
+    def namespace_limit_changed(self, namespace: str) -> None:
+        """A namespace's cap changed: its waiting agents look again (to start, or to say
+        which limit holds them now), and whoever's turn it is gets it."""
+        for waiting in self.store.line():
+            if admission.namespace_of(waiting.key) == namespace:
+                self.queue.add(waiting.key)
+        self._wake_next("")
+
     async def _queue_for_slot(self, agent: models.Agent) -> models.Agent:
-        """Spawning with reason Queued and no Pod, saying why (written once)."""
-        message = admission.why_waiting(self.max_concurrent)
+        """Spawning with reason Queued and no Pod, saying which limit holds it (written once
+        per message)."""
+        message = admission.why_waiting(agent.ref, self.store.held(), self._limits())
         if agent.status.reason == lifecycle.Reason.QUEUED and agent.status.message == message:
             return agent
         queued = agent.status.model_copy(

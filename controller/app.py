@@ -32,6 +32,7 @@ import kopf
 import kubernetes
 
 from controller import (
+    admission,
     agents,
     handlers,
     killswitches,
@@ -63,6 +64,7 @@ class Operator:
         valkey: mirror.Mirror,
         namespaces: tuple[str, ...] = (),
         max_concurrent: int = 0,
+        ttl_after_finished: int = 0,
         resync_interval: float = 300.0,
         metrics_: metrics.Metrics | None = None,
         clock: Callable[[], datetime.datetime] = agents.utcnow,
@@ -75,7 +77,7 @@ class Operator:
         self.agents_queue = workqueue.WorkQueue("agents")
         self.switches_queue = workqueue.WorkQueue("killswitches")
         self.mirror_queue = workqueue.WorkQueue("mirror")
-        warnings = kube.Recorder(api)
+        self.warnings = warnings = kube.Recorder(api)
         self.agents = agents.Agents(
             api,
             self.store,
@@ -85,6 +87,7 @@ class Operator:
             warnings,
             clock=clock,
             max_concurrent=max_concurrent,
+            ttl_after_finished=ttl_after_finished,
             metrics_=self.metrics,
         )
         self.mirroring = mirroring.Mirroring(
@@ -114,11 +117,27 @@ class Operator:
         self.metrics.watch_events.labels("killswitch", _type(gone)).inc()
         self.switches_queue.add(self.store.observe_switch(body, gone))
 
+    async def namespace_event(self, body: dict[str, Any], gone: bool) -> None:
+        """A Namespace's cap (its annotation) into the store; a bad one is reported on it."""
+        self.metrics.watch_events.labels("namespace", _type(gone)).inc()
+        meta = body["metadata"]
+        value = None if gone else (meta.get("annotations") or {}).get(admission.ANNOTATION)
+        cap, problem = admission.namespace_cap(value)
+        if self.store.set_cap(meta["name"], cap):
+            self.agents.namespace_limit_changed(meta["name"])
+        if problem:
+            try:
+                await self.warnings.post(body, "InvalidAnnotation", problem)
+            except (kube.ApiError, kube.KubernetesUnavailable) as exc:
+                log.warning("namespace %s: could not post its Warning: %s", meta["name"], exc)
+
     # --- running ---
 
     async def prime(self) -> None:
         """Fill the store before any worker acts, as an informer syncs before its controller
         runs: slots already held are counted, and every record is checked after a restart."""
+        for body in await self.api.list_namespaces():
+            await self.namespace_event(body, gone=False)
         listed = []
         for namespace in self.namespaces or (None,):
             listed += await self.api.list_agents(namespace)
@@ -230,6 +249,7 @@ async def _serve(
         valkey,
         namespaces=config.watch_namespaces,
         max_concurrent=config.max_concurrent_agents,
+        ttl_after_finished=config.agent_ttl_seconds_after_finished,
         resync_interval=config.valkey_resync_interval_seconds,
         metrics_=measures,
     )

@@ -26,6 +26,8 @@ class Intake(Protocol):
 
     def switch_event(self, body: dict[str, Any], gone: bool) -> None: ...
 
+    async def namespace_event(self, body: dict[str, Any], gone: bool) -> None: ...
+
 
 def register(
     registry: kopf.OperatorRegistry,
@@ -61,6 +63,11 @@ def register(
     @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
     async def on_killswitch_event(event: kopf.RawEvent, **_: Any) -> None:
         intake.switch_event(_body(event), gone=event["type"] == "DELETED")
+
+    # Namespaces: their concurrency caps (admission.ANNOTATION).
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def on_namespace_event(event: kopf.RawEvent, **_: Any) -> None:
+        await intake.namespace_event(_body(event), gone=event["type"] == "DELETED")
 
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
     async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:

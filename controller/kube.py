@@ -239,6 +239,14 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
         return await self.request("PATCH", self.agent_path(namespace, name), body, MERGE_PATCH)
 
+    async def delete_agent(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Agent with that uid (its TTL after finishing ran out); an Agent made
+        again under the same name meanwhile is left alone. Our finalizer then runs."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        # NotFound: gone already; Conflict: another Agent of that name by now.
+        with contextlib.suppress(NotFound, Conflict):
+            await self.request("DELETE", self.agent_path(namespace, name), body)
+
     async def list_agents(
         self, namespace: str | None = None, label_selector: str = ""
     ) -> list[dict[str, Any]]:
@@ -295,6 +303,11 @@ class Kube:
         labels: dict[str, str] = found["metadata"].get("labels") or {}
         return labels
 
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        """Every Namespace, each with its apiVersion and kind (a list's items lack them)."""
+        listed = await self.request("GET", "/api/v1/namespaces")
+        return [{"apiVersion": "v1", "kind": "Namespace", **item} for item in listed["items"]]
+
     async def namespaces(self, label_selector: str) -> set[str]:
         params = {"labelSelector": label_selector} if label_selector else None
         listed = await self.request("GET", "/api/v1/namespaces", params=params)
@@ -326,22 +339,25 @@ class Kube:
 
     # --- events ---
 
-    async def post_event(self, agent: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        """A Kubernetes Event on the Agent, for `kubectl describe agent`."""
-        meta = agent["metadata"]
+    async def post_event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the object (an Agent unless its body says otherwise), for
+        `kubectl describe`. A cluster-scoped object's Events live in ``default``, as
+        client-go's recorder puts them."""
+        meta = obj["metadata"]
+        where = meta.get("namespace") or ""
         now = models.format_time(datetime.datetime.now(datetime.UTC))
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
                 "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                "namespace": meta["namespace"],
+                "namespace": where or "default",
             },
             "involvedObject": {
-                "apiVersion": models.API_VERSION,
-                "kind": "Agent",
+                "apiVersion": obj.get("apiVersion", models.API_VERSION),
+                "kind": obj.get("kind", "Agent"),
                 "name": meta["name"],
-                "namespace": meta["namespace"],
+                "namespace": where,
                 "uid": meta["uid"],
                 "resourceVersion": meta.get("resourceVersion", ""),
             },
@@ -355,11 +371,12 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        await self.request("POST", f"/api/v1/namespaces/{where or 'default'}/events", event)
 
 
 class Recorder:
-    """Warning Events on Agents, each sentence posted once per agent while the process runs
+    """Warning Events on Agents (and Namespaces), each sentence posted once per object while
+    the process runs
     (client-go's EventRecorder, with its dedupe kept simple)."""
 
     def __init__(self, api: Kube) -> None:
@@ -368,7 +385,7 @@ class Recorder:
 
     async def post(self, body: dict[str, Any], reason: str, message: str) -> None:
         meta = body["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
+        key = f"{meta.get('namespace', '')}/{meta['name']}"
         said = self._said.setdefault(key, set())
         if message in said:
             return

@@ -326,6 +326,18 @@ def _timer(life: Life, limits: Limits) -> _Timer | None:
     return None
 
 
+def expiry(
+    completed_at: datetime.datetime | None, spec_ttl: int | None, default_ttl: int
+) -> datetime.datetime | None:
+    """When a finished agent is to be deleted: ``completed_at`` plus its own TTL after
+    finishing (``spec.ttlSecondsAfterFinished``, where 0 is at once) or, if it names none,
+    the operator's (``AGENT_TTL_SECONDS_AFTER_FINISHED``, where 0 is never). None: kept."""
+    ttl = default_ttl if spec_ttl is None else spec_ttl
+    if completed_at is None or (spec_ttl is None and not default_ttl):
+        return None
+    return completed_at + datetime.timedelta(seconds=ttl)
+
+
 def _terminal_refusals(phase: Phase, workload: Workload, kill: Kill | None) -> tuple[Refusal, ...]:
     """What a finished agent is asked, or shown, that would change it: all refused."""
     refusals = []

@@ -112,7 +112,8 @@ class Metrics:
         )
         self.watch_events = Counter(
             f"{PREFIX}_watch_events",
-            "Watch events received, by kind (agent, pod, killswitch) and type (changed, deleted).",
+            "Watch events received, by kind (agent, pod, killswitch, namespace) and type "
+            "(changed, deleted).",
             ["kind", "type"],
             registry=r,
         )

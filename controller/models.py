@@ -143,6 +143,17 @@ class AgentSpec(_Model):
             description="Running longer than this fails with DeadlineExceeded; none if unset.",
         ),
     ] = None
+    ttl_seconds_after_finished: Annotated[
+        int | None,
+        pydantic.Field(
+            ge=0,
+            le=31_536_000,
+            description=(
+                "Delete the Agent this many seconds after it finished (0: at once); if unset,"
+                " the operator's AGENT_TTL_SECONDS_AFTER_FINISHED applies (0 there: keep)."
+            ),
+        ),
+    ] = None
     template: Annotated[
         PodTemplate, pydantic.Field(description="The Pod template of the agent's workload.")
     ]

@@ -358,6 +358,9 @@ async def cmd_status(ctx: Context) -> int:
         if not same:
             disagree.append(field)
     _table(rows)
+    if status.get("reason") == lifecycle.Reason.QUEUED:
+        # Which limit holds it: the operator's, or its namespace's annotation.
+        _say(f"agent/{name}: queued, {status.get('message', '')}")
     if not record:
         _say(f"agent/{name}: Valkey has no record of it")
         return FAILED

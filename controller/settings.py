@@ -81,6 +81,9 @@ class Settings(pydantic.BaseModel):
     valkey_resync_interval_seconds: Annotated[float, pydantic.Field(ge=1, le=86_400)] = 300.0
     watch_namespaces: tuple[str, ...] = ()
     max_concurrent_agents: Annotated[int, pydantic.Field(ge=0)] = 0
+    # A finished Agent is deleted this long after it finished unless its spec says otherwise
+    # (spec.ttlSecondsAfterFinished); 0: kept. A year at most, as the spec's field.
+    agent_ttl_seconds_after_finished: Annotated[int, pydantic.Field(ge=0, le=31_536_000)] = 0
     # Kubernetes credentials: a kubeconfig path list, else ~/.kube/config, else in-cluster.
     kubeconfig: str | None = None
     # /healthz, /readyz and /metrics (port 0: any free port, logged at start-up).

@@ -158,6 +158,7 @@ class Store:
         self._holding: set[str] = set()  # agents with a live Pod (podName, not terminal)
         self._promised: set[str] = set()  # admitted, Pod being made, status not yet showing it
         self._line: dict[str, Waiting] = {}
+        self._caps: dict[str, int] = {}  # namespace -> its cap (admission.ANNOTATION)
         self._stale: set[str] = set()  # bodies a write proved stale: read afresh before use
 
     # --- agents ---
@@ -280,6 +281,23 @@ class Store:
     def slots_held(self) -> int:
         """Agents with a live Pod, and those promised one whose status does not show it yet."""
         return len(self._holding | self._promised)
+
+    def held(self) -> set[str]:
+        """The keys of the agents that hold a slot (``slots_held`` of them)."""
+        return self._holding | self._promised
+
+    def set_cap(self, namespace: str, cap: int | None) -> bool:
+        """A namespace's cap as its annotation now says (None: uncapped); True if it changed."""
+        if self._caps.get(namespace) == cap:
+            return False
+        if cap is None:
+            del self._caps[namespace]
+        else:
+            self._caps[namespace] = cap
+        return True
+
+    def caps(self) -> dict[str, int]:
+        return dict(self._caps)
 
     def holds(self, key: str) -> bool:
         return key in self._holding or key in self._promised

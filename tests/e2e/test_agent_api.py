@@ -183,6 +183,10 @@ BAD_MANIFESTS = {
         {"activeDeadlineSeconds": 0},
         "spec.activeDeadlineSeconds in body should be greater than or equal to 1",
     ),
+    "a negative TTL after finishing": (
+        {"ttlSecondsAfterFinished": -1},
+        "spec.ttlSecondsAfterFinished in body should be greater than or equal to 0",
+    ),
     "a template without containers": (
         {"template": {"spec": {"containers": []}}},
         "spec.template.spec.containers: Invalid value: 0: "

@@ -137,6 +137,7 @@ def test_values_set_the_operators_settings(helm_home: Path) -> None:
                 str(CHART),
                 "--set=watchNamespaces={a,b}",
                 "--set=maxConcurrentAgents=7",
+                "--set=agentTtlSecondsAfterFinished=3600",
                 "--set=valkey.topology=sentinel",
                 "--set=valkey.sentinel.sentinels={s1:26379,s2:26379}",
                 "--set=valkey.sentinel.masterName=agents",
@@ -150,6 +151,7 @@ def test_values_set_the_operators_settings(helm_home: Path) -> None:
     env = {item["name"]: item.get("value") for item in container(docs)["env"]}
     assert env["WATCH_NAMESPACES"] == "a,b"
     assert env["MAX_CONCURRENT_AGENTS"] == "7"
+    assert env["AGENT_TTL_SECONDS_AFTER_FINISHED"] == "3600"
     assert env["VALKEY_SENTINELS"] == "s1:26379,s2:26379"
     assert env["VALKEY_SENTINEL_MASTER"] == "agents"
     assert env["VALKEY_CA_FILE"] == "/etc/agent-lifecycle-operator/valkey-tls/ca.crt"

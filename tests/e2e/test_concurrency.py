@@ -115,7 +115,9 @@ def test_three_at_a_time_oldest_first_and_a_killed_queued_agent_never_starts(
         "the last agent to be queued",
     )
     assert queued["status"]["phase"] == "Spawning"
-    assert queued["status"]["message"] == "waiting for a slot: 3 agents may run at once"
+    assert queued["status"]["message"] == (
+        "waiting for a slot: 3 agents may run at once (MAX_CONCURRENT_AGENTS)"
+    )
     crds.kubectl(
         "patch",
         "agent",

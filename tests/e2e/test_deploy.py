@@ -7,6 +7,7 @@ that ServiceAccount's own token: what it was not given, it is refused.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -143,7 +144,6 @@ REFUSED: Final = [
     ("list", "configmaps", ""),
     ("create", "agents.orchestrator.mosaicstack.dev", ""),
     ("update", "agents.orchestrator.mosaicstack.dev", ""),
-    ("delete", "agents.orchestrator.mosaicstack.dev", ""),
     ("deletecollection", "agents.orchestrator.mosaicstack.dev", ""),
     ("update", "agents.orchestrator.mosaicstack.dev", "status"),
     ("create", "killswitches.orchestrator.mosaicstack.dev", ""),
@@ -200,7 +200,7 @@ def test_real_requests_beyond_its_rules_are_forbidden(
     crds: Cluster, operator_identity: Identity, namespace: str
 ) -> None:
     crds.kubectl("create", "secret", "generic", "kept", "-n", namespace, "--from-literal=k=v")
-    agent = {
+    agent: dict[str, Any] = {
         "apiVersion": "orchestrator.mosaicstack.dev/v1alpha1",
         "kind": "Agent",
         "metadata": {"name": "kept", "namespace": namespace},
@@ -214,10 +214,16 @@ def test_real_requests_beyond_its_rules_are_forbidden(
     attempts = {
         "read a Secret": ("get", "secret", "kept", "-n", namespace),
         "list Secrets everywhere": ("get", "secrets", "-A"),
-        "delete an Agent": ("delete", "agent", "kept", "-n", namespace, "--wait=false"),
+        # It may delete one Agent (its TTL after finishing), but never make or rewrite one.
+        "create an Agent": ("create", "-f", "-"),
+        "replace an Agent": ("replace", "-f", "-"),
         "create a Killswitch": ("create", "-f", "-"),
     }
     stdin = {
+        "create an Agent": yaml.safe_dump(
+            {**agent, "metadata": {"name": "made", "namespace": namespace}}
+        ),
+        "replace an Agent": yaml.safe_dump({**agent, "spec": {**agent["spec"], "taskId": "T-2"}}),
         "create a Killswitch": yaml.safe_dump(
             {
                 "apiVersion": "orchestrator.mosaicstack.dev/v1alpha1",
@@ -225,7 +231,7 @@ def test_real_requests_beyond_its_rules_are_forbidden(
                 "metadata": {"name": switch},
                 "spec": {"engaged": True, "reason": "not the operator's to make"},
             }
-        )
+        ),
     }
     try:
         for what, args in attempts.items():
@@ -235,8 +241,10 @@ def test_real_requests_beyond_its_rules_are_forbidden(
             assert operator_identity.username in result.stderr, f"{what}: {result.stderr}"
     finally:
         crds.kubectl("delete", "killswitch", switch, "--ignore-not-found", check=False)
-    # Nothing happened: the Agent is still there, and no switch was made.
-    crds.kubectl("get", "agent", "kept", "-n", namespace)
+    # Nothing happened: the Agent is still there, unchanged; none was made; no switch was made.
+    kept = json.loads(crds.kubectl("get", "agent", "kept", "-n", namespace, "-o", "json"))
+    assert kept["spec"]["taskId"] == "TASK-kept"
+    assert crds.kubectl("get", "agent", "made", "-n", namespace, "--ignore-not-found").strip() == ""
     assert crds.kubectl("get", "killswitch", switch, "--ignore-not-found").strip() == ""
     # What it may do still works with the same token.
     assert (

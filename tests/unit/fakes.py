@@ -89,8 +89,10 @@ class FakeKube:
         self.conflicts = 0  # status writes to refuse as stale, whatever their version
         self.create_error: kube.ApiError | None = None
         self.deleted: list[tuple[str, int]] = []
+        self.agents_deleted: list[str] = []  # uids of the Agents the operator deleted
         self.switches: list[dict[str, Any]] = []
         self.switch_status: dict[str, dict[str, Any]] = {}
+        self.namespace_bodies: list[dict[str, Any]] = []
         self.requests = 0
 
     def _check(self, rv: str) -> None:
@@ -159,6 +161,15 @@ class FakeKube:
         if self.pod is not None and self.pod["metadata"]["uid"] == uid:
             self.deleted.append((name, grace))
 
+    async def delete_agent(self, namespace: str, name: str, uid: str) -> None:
+        self.requests += 1
+        # The uid precondition: only that very Agent (kube.delete_agent ignores NotFound and
+        # Conflict). Our finalizer holds it, so it stays, being deleted.
+        if self.body is not None and self.body["metadata"]["uid"] == uid:
+            self.agents_deleted.append(uid)
+            self.body["metadata"].setdefault("deletionTimestamp", models.format_time(NOW))
+            self._bump()
+
     async def post_event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
 
@@ -186,6 +197,9 @@ class FakeKube:
 
     async def namespaces(self, label_selector: str) -> set[str]:
         return {"team-a"}
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.namespace_bodies)
 
     async def list_agents(
         self, namespace: str | None = None, label_selector: str = ""

@@ -1,10 +1,12 @@
-"""Who gets the next slot: the oldest first, as many as there are free slots."""
+"""Who gets the next slot: oldest first within a namespace, the fewest-held namespace first
+between them, under the operator's limit and each namespace's cap."""
 
 from __future__ import annotations
 
 import pytest
 
 from controller import admission, store
+from controller.admission import Limits
 
 LINE = [
     store.Waiting("b/young", "2026-01-01T10:00:03Z"),
@@ -14,45 +16,104 @@ LINE = [
 ]
 
 
+def held(count: int, namespace: str = "z") -> set[str]:
+    return {f"{namespace}/running-{i}" for i in range(count)}
+
+
 @pytest.mark.parametrize(
-    ("held", "limit", "up"),
+    ("holding", "limit", "up"),
     [
         (0, 0, ["b/young", "a/old", "c/middle", "a/also-old"]),
         (3, 3, []),
         (4, 3, []),
         (2, 3, ["a/also-old"]),
-        (0, 2, ["a/also-old", "a/old"]),
-        (0, 10, ["a/also-old", "a/old", "c/middle", "b/young"]),
+        (0, 2, ["a/also-old", "c/middle"]),
+        (0, 10, ["a/also-old", "c/middle", "b/young", "a/old"]),
     ],
     ids=[
         "no limit: everyone",
         "every slot held: no one",
         "more held than the limit (it was lowered): no one",
         "one free slot: the oldest, ties broken by key",
-        "two free slots: the two oldest",
-        "more slots than waiting: all of them, oldest first",
+        "two free slots: the oldest of each namespace before a second of one",
+        "more slots than waiting: all of them, one namespace at a time",
     ],
 )
-def test_next_up(held: int, limit: int, up: list[str]) -> None:
-    assert admission.next_up(LINE, held, limit) == up
+def test_next_up_under_the_operators_limit(holding: int, limit: int, up: list[str]) -> None:
+    assert admission.next_up(LINE, held(holding), Limits(limit)) == up
+
+
+def test_a_namespace_never_goes_over_its_cap() -> None:
+    line = [store.Waiting(f"a/{i}", f"2026-01-01T10:00:0{i}Z") for i in range(5)]
+    assert admission.next_up(line, held(1, "a"), Limits(0, {"a": 3})) == ["a/0", "a/1"]
+    assert admission.next_up(line, held(3, "a"), Limits(10, {"a": 3})) == []
+    # Other namespaces are not capped by a's annotation.
+    line.append(store.Waiting("b/0", "2026-01-01T10:00:09Z"))
+    assert admission.next_up(line, held(3, "a"), Limits(0, {"a": 3})) == ["b/0"]
+
+
+def test_the_fewest_held_namespace_gets_the_free_slot_first() -> None:
+    # a holds 3, b holds 1: b's young agent goes before a's older ones.
+    line = [
+        store.Waiting("a/old", "2026-01-01T10:00:00Z"),
+        store.Waiting("b/young", "2026-01-01T10:00:05Z"),
+    ]
+    holding = held(3, "a") | held(1, "b")
+    assert admission.next_up(line, holding, Limits(5)) == ["b/young"]
+    assert admission.next_up(line, holding, Limits(6)) == ["b/young", "a/old"]
+
+
+def test_two_namespaces_share_the_global_limit_evenly() -> None:
+    line = [store.Waiting(f"{ns}/{i}", f"2026-01-01T10:00:0{i}Z") for ns in "ab" for i in range(5)]
+    up = admission.next_up(line, set(), Limits(4, {"a": 2, "b": 3}))
+    assert sorted(up) == ["a/0", "a/1", "b/0", "b/1"]
 
 
 @pytest.mark.parametrize(
-    ("key", "held", "limit", "admitted"),
+    ("key", "holding", "limits", "admitted"),
     [
-        ("b/young", 0, 0, True),
-        ("a/also-old", 2, 3, True),
-        ("a/old", 2, 3, False),
-        ("c/middle", 0, 3, True),
-        ("b/young", 0, 3, False),
+        ("b/young", 0, Limits(), True),
+        ("a/also-old", 2, Limits(3), True),
+        ("a/old", 2, Limits(3), False),
+        ("c/middle", 0, Limits(3), True),
+        ("a/old", 0, Limits(0, {"a": 1}), False),
+        ("b/young", 0, Limits(0, {"a": 1}), True),
     ],
     ids=[
         "no limit admits anyone",
         "the oldest gets the one free slot",
         "the next oldest waits for the one free slot",
-        "third oldest fits in three slots",
-        "the youngest waits behind three older ones",
+        "three slots: the oldest of each of three namespaces",
+        "a cap of one: the second of its namespace waits",
+        "a cap on another namespace does not hold this one",
     ],
 )
-def test_admits(key: str, held: int, limit: int, admitted: bool) -> None:
-    assert admission.admits(key, LINE, held, limit) is admitted
+def test_admits(key: str, holding: int, limits: Limits, admitted: bool) -> None:
+    assert admission.admits(key, LINE, held(holding), limits) is admitted
+
+
+def test_why_waiting_names_the_limit_that_holds() -> None:
+    ann = admission.ANNOTATION
+    full_namespace = {"a/1", "a/2"}
+    assert admission.why_waiting("a/x", full_namespace, Limits(4, {"a": 2})) == (
+        f"waiting for a slot: namespace a allows 2 agents at once ({ann})"
+    )
+    assert admission.why_waiting("a/x", {"b/1", "b/2", "b/3", "a/1"}, Limits(4, {"a": 2})) == (
+        "waiting for a slot: 4 agents may run at once (MAX_CONCURRENT_AGENTS)"
+    )
+    assert admission.why_waiting("a/x", set(), Limits(0, {"a": 2})) == (
+        f"waiting for a slot: namespace a allows 2 agents at once ({ann})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "cap", "bad"),
+    [(None, None, False), ("3", 3, False), (" 2 ", 2, False)]
+    + [(v, None, True) for v in ("0", "-1", "two", "1.5", "")],
+)
+def test_namespace_cap_from_its_annotation(value: str | None, cap: int | None, bad: bool) -> None:
+    found, problem = admission.namespace_cap(value)
+    assert found == cap
+    assert bool(problem) is bad
+    if bad:
+        assert problem.startswith(f"{admission.ANNOTATION}={value!r} is not a whole number")

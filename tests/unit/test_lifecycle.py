@@ -451,3 +451,28 @@ def test_a_decision_once_recorded_is_stable(
         again = lifecycle.decide(first.life, workload, now, rules, kill, pod_made)
         assert again.transitions == ()
         life = first.life
+
+
+EXPIRIES = {
+    "an agent that has not finished is kept": (None, 30, 60, None),
+    "its own TTL counts from its ending": (at(0), 30, 0, at(30)),
+    "its own TTL of 0 deletes it at once": (at(0), 0, 0, at(0)),
+    "its own TTL wins over the operator's": (at(0), 10, 60, at(10)),
+    "its own TTL of 0 wins over the operator's too": (at(0), 0, 60, at(0)),
+    "without one, the operator's applies": (at(0), None, 60, at(60)),
+    "without either, it is kept": (at(0), None, 0, None),
+}
+
+
+@pytest.mark.parametrize(
+    ("completed_at", "spec_ttl", "default_ttl", "expected"),
+    EXPIRIES.values(),
+    ids=EXPIRIES.keys(),
+)
+def test_when_a_finished_agent_expires(
+    completed_at: datetime.datetime | None,
+    spec_ttl: int | None,
+    default_ttl: int,
+    expected: datetime.datetime | None,
+) -> None:
+    assert lifecycle.expiry(completed_at, spec_ttl, default_ttl) == expected

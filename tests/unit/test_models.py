@@ -21,6 +21,7 @@ def test_the_sample_agent_parses_with_defaults() -> None:
     assert agent.spec.kill_grace_period_seconds == 10
     assert agent.spec.spawn_timeout_seconds == 300
     assert agent.spec.active_deadline_seconds is None
+    assert agent.spec.ttl_seconds_after_finished is None  # the operator's default applies
     assert agent.spec.template.spec.containers[0].image == "registry.example/agent-worker:1.4"
     assert agent.ref == "default/sample-worker"
     assert agent.status.phase is None
@@ -33,6 +34,7 @@ def test_the_sample_agent_parses_with_defaults() -> None:
         ({"agentType": "Worker_1"}, "agentType"),
         ({"desiredPhase": "Paused"}, "desiredPhase"),
         ({"killGracePeriodSeconds": -1}, "killGracePeriodSeconds"),
+        ({"ttlSecondsAfterFinished": -1}, "ttlSecondsAfterFinished"),
         ({"template": {"spec": {"containers": []}}}, "template"),
     ],
     ids=[
@@ -40,6 +42,7 @@ def test_the_sample_agent_parses_with_defaults() -> None:
         "agentType not a DNS label",
         "unknown desired phase",
         "negative grace",
+        "negative TTL after finishing",
         "no containers",
     ],
 )

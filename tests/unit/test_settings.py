@@ -17,6 +17,7 @@ def test_defaults_match_the_design() -> None:
     assert config.valkey_deleted_ttl_seconds == 86_400
     assert config.watch_namespaces == ()
     assert config.max_concurrent_agents == 0
+    assert config.agent_ttl_seconds_after_finished == 0  # finished agents are kept
     assert (config.valkey_ca_file, config.valkey_cert_file, config.valkey_key_file) == ("", "", "")
     assert (config.http_host, config.http_port) == ("0.0.0.0", 8080)
     assert config.leader_election_namespace == ""  # no election: the process acts at once
@@ -34,6 +35,13 @@ def test_values_are_read_from_the_environment(environment: dict[str, str]) -> No
     assert config.max_concurrent_agents == 25
 
 
+def test_the_ttl_after_finishing_is_read_from_the_environment(
+    environment: dict[str, str],
+) -> None:
+    environment["AGENT_TTL_SECONDS_AFTER_FINISHED"] = "3600"
+    assert settings.load().agent_ttl_seconds_after_finished == 3600
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "complaint"),
     [
@@ -41,6 +49,8 @@ def test_values_are_read_from_the_environment(environment: dict[str, str]) -> No
         ("VALKEY_STREAM_MAXLEN", "0", "greater than or equal to 1"),
         ("VALKEY_DELETED_TTL_SECONDS", "-5", "greater than or equal to 1"),
         ("MAX_CONCURRENT_AGENTS", "-1", "greater than or equal to 0"),
+        ("AGENT_TTL_SECONDS_AFTER_FINISHED", "-1", "greater than or equal to 0"),
+        ("AGENT_TTL_SECONDS_AFTER_FINISHED", "1h", "valid integer"),
         ("VALKEY_URL", "http://valkey:6379", "must start with redis://"),
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
         ("LEASE_DURATION_SECONDS", "1", "greater than or equal to 2"),
@@ -50,6 +60,8 @@ def test_values_are_read_from_the_environment(environment: dict[str, str]) -> No
         "a stream length of zero",
         "a negative deletion TTL",
         "a negative concurrency limit",
+        "a negative TTL after finishing",
+        "a TTL after finishing as a duration, not seconds",
         "a Valkey URL with a web scheme",
         "a port that does not exist",
         "a lease too short to renew",
