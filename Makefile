@@ -70,13 +70,15 @@ lock: $(STAMP) ## pin the image's Python dependencies, with hashes, in image/req
 IMAGE_CONTEXT := dist/image/context
 IMAGE_LAYERS := $(addprefix $(IMAGE_CONTEXT)/,rootfs.tar python.tar operator.tar)
 
-$(IMAGE_CONTEXT)/rootfs.tar: image/rootfs.sh image/__main__.py | $(STAMP)
+IMAGE_CODE := image/__init__.py image/__main__.py
+
+$(IMAGE_CONTEXT)/rootfs.tar: image/rootfs.sh $(IMAGE_CODE) | $(STAMP)
 	$(PY) -m image rootfs $@
 
-$(IMAGE_CONTEXT)/python.tar: $(IMAGE_CONTEXT)/rootfs.tar image/requirements.lock
+$(IMAGE_CONTEXT)/python.tar: $(IMAGE_CONTEXT)/rootfs.tar image/requirements.lock $(IMAGE_CODE)
 	$(PY) -m image dependencies $@
 
-$(IMAGE_CONTEXT)/operator.tar: $(IMAGE_CONTEXT)/rootfs.tar pyproject.toml README.md $(wildcard controller/*.py)
+$(IMAGE_CONTEXT)/operator.tar: $(IMAGE_CONTEXT)/rootfs.tar pyproject.toml README.md $(wildcard controller/*.py) $(IMAGE_CODE)
 	$(PY) -m image operator $@
 
 image-context: $(IMAGE_LAYERS) ## the image's layers in dist/image/context (then `docker build .` works too)

@@ -23,10 +23,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
+import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Final, Protocol
 
 ANNOTATION: Final = "orchestrator.mosaicstack.dev/max-concurrent-agents"
+# ASCII digits only (str.isdigit also takes "²" and "١٢"), and few enough for int().
+_WHOLE: Final = re.compile(r"[0-9]{1,9}")
 
 
 class InLine(Protocol):
@@ -49,15 +52,16 @@ class Limits:
 
 def namespace_cap(value: str | None) -> tuple[int | None, str]:
     """A Namespace's cap from its annotation's value, and what is wrong with it ("" if
-    nothing): a whole number of at least 1. A value that is not one caps nothing (the
-    operator's own limit still holds): see README, "Per-namespace limits"."""
+    nothing): a whole number of at least 1, in ASCII digits. A value that is not one caps
+    nothing (the operator's own limit still holds): see README, "The concurrency limit"."""
     if value is None:
         return None, ""
     text = value.strip()
-    if text.isdigit() and int(text) >= 1:
+    if _WHOLE.fullmatch(text) and int(text) >= 1:
         return int(text), ""
+    shown = value if len(value) <= 64 else value[:61] + "..."
     return None, (
-        f"{ANNOTATION}={value!r} is not a whole number of at least 1: this namespace is "
+        f"{ANNOTATION}={shown!r} is not a whole number of at least 1: this namespace is "
         "not capped (the operator's MAX_CONCURRENT_AGENTS still applies); to stop its "
         "agents, use a Killswitch"
     )
@@ -84,7 +88,8 @@ def next_up(line: Iterable[InLine], held: Collection[str], limits: Limits) -> li
         return []
     by_namespace: dict[str, list[InLine]] = collections.defaultdict(list)
     for waiting in line:
-        by_namespace[namespace_of(waiting.key)].append(waiting)
+        if waiting.key not in held:  # promised a slot already (its Pod being made): not again
+            by_namespace[namespace_of(waiting.key)].append(waiting)
     queues: dict[str, list[InLine]] = {}
     for namespace, candidates in by_namespace.items():
         room = len(candidates)
@@ -112,14 +117,30 @@ def admits(key: str, line: Iterable[InLine], held: Collection[str], limits: Limi
     return not limits.any or key in next_up(line, held, limits)
 
 
-def why_waiting(key: str, held: Collection[str], limits: Limits) -> str:
-    """The status message of a queued agent: which limit holds it."""
+def why_waiting(key: str, line: Iterable[InLine], held: Collection[str], limits: Limits) -> str:
+    """The status message of a queued agent: the limit that holds it. Its namespace's cap
+    when that is full; else the operator's limit when that is full; else (room in both,
+    older agents first) the cap when those older agents of its namespace will fill it."""
     namespace = namespace_of(key)
     cap = limits.namespaces.get(namespace)
+    by_cap = f"waiting for a slot: namespace {namespace} allows {cap} agents at once ({ANNOTATION})"
+    by_operator = (
+        f"waiting for a slot: {limits.total} agents may run at once (MAX_CONCURRENT_AGENTS)"
+    )
     in_namespace = sum(1 for k in held if namespace_of(k) == namespace)
-    namespace_full = cap is not None and in_namespace >= cap
-    if cap is not None and (namespace_full or not limits.total):
-        return (
-            f"waiting for a slot: namespace {namespace} allows {cap} agents at once ({ANNOTATION})"
-        )
-    return f"waiting for a slot: {limits.total} agents may run at once (MAX_CONCURRENT_AGENTS)"
+    if cap is not None and in_namespace >= cap:
+        return by_cap
+    if limits.total and len(held) >= limits.total:
+        return by_operator
+    mine = next((w for w in line if w.key == key), None)
+    ahead = sum(
+        1
+        for w in line
+        if mine is not None
+        and namespace_of(w.key) == namespace
+        and w.key not in held
+        and _order(w) < _order(mine)
+    )
+    if cap is not None and (in_namespace + ahead >= cap or not limits.total):
+        return by_cap
+    return by_operator

@@ -142,9 +142,10 @@ class Agents:
             # An agent is never failed on the watch's word alone: the API server confirms.
             pod, fresh_pod = await self._read_pod(agent, pod_name, fresh=True)
             decision = self._decide(agent, pod, kill)
-        if decision.action is lifecycle.Action.CREATE and kill is None:
+        if decision.action is lifecycle.Action.CREATE and kill is None and self._admit(key):
             # The last word before a Pod exists: the Agent as the API server has it now, and
-            # a switch engaged a moment ago, must win.
+            # a switch engaged a moment ago, must win (asked only of an agent whose turn it
+            # is: a queued agent costs the API server nothing).
             fresh = await self.kube.get_agent(namespace, name)
             if (
                 fresh is None
@@ -415,7 +416,9 @@ class Agents:
     async def _queue_for_slot(self, agent: models.Agent) -> models.Agent:
         """Spawning with reason Queued and no Pod, saying which limit holds it (written once
         per message)."""
-        message = admission.why_waiting(agent.ref, self.store.held(), self._limits())
+        message = admission.why_waiting(
+            agent.ref, self.store.line(), self.store.held(), self._limits()
+        )
         if agent.status.reason == lifecycle.Reason.QUEUED and agent.status.message == message:
             return agent
         queued = agent.status.model_copy(

@@ -121,11 +121,15 @@ class Operator:
         """A Namespace's cap (its annotation) into the store; a bad one is reported on it."""
         self.metrics.watch_events.labels("namespace", _type(gone)).inc()
         meta = body["metadata"]
+        if self.namespaces and meta["name"] not in self.namespaces:
+            return  # not ours to cap, nor to warn about
         value = None if gone else (meta.get("annotations") or {}).get(admission.ANNOTATION)
         cap, problem = admission.namespace_cap(value)
         if self.store.set_cap(meta["name"], cap):
             self.agents.namespace_limit_changed(meta["name"])
-        if problem:
+        if not problem:
+            self.warnings.forget(f"/{meta['name']}")  # the same mistake again is said again
+        else:
             try:
                 await self.warnings.post(body, "InvalidAnnotation", problem)
             except (kube.ApiError, kube.KubernetesUnavailable) as exc:

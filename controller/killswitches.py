@@ -59,10 +59,13 @@ class Killswitches:
             live = [key for key, phase in matched if phase not in lifecycle.TERMINAL]
             for key in live:
                 self.agents_queue.add(key)
+            # Never lowered while engaged: a killed agent deleted since (by its TTL, or by a
+            # user) was matched and is finished all the same.
+            counted = max(len(matched), before.matched if before.engaged_at else 0)
             after = models.KillswitchStatus(
                 engaged_at=before.engaged_at or now,
-                matched=len(matched),
-                killed=len(matched) - len(live),
+                matched=counted,
+                killed=counted - len(live),
                 completed_at=before.completed_at or (None if live else now),
             )
         else:

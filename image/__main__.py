@@ -58,21 +58,31 @@ def output(args: Sequence[str | Path]) -> str:
     ).stdout.strip()
 
 
-def source_date_epoch() -> int:
-    """Every file's time and the image's creation time: the last commit's, for a
-    reproducible build (SOURCE_DATE_EPOCH, when set, as the convention has it)."""
+# What each layer is made from: its files' time is the last commit that touched these, so a
+# commit that leaves a layer's inputs alone leaves that layer's bytes (and digest) alone.
+INPUTS: Final = {
+    "rootfs": ("image/rootfs.sh", "image/__main__.py", "image/__init__.py"),
+    "dependencies": ("image/requirements.lock", "image/__main__.py", "image/__init__.py"),
+    "operator": ("controller", "pyproject.toml", "README.md", "image/__main__.py"),
+}
+
+
+def source_date_epoch(layer: str) -> int:
+    """Every file's time in ``layer``: the last commit of its inputs, for a reproducible
+    build (SOURCE_DATE_EPOCH, when set, as the convention has it)."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    return int(output(["git", "-C", image.REPO, "log", "-1", "--format=%ct"]))
+    found = output(["git", "-C", image.REPO, "log", "-1", "--format=%ct", "--", *INPUTS[layer]])
+    return int(found or 0)
 
 
 def megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def write_tar(out: Path, root: Path, top: str) -> None:
-    """``root/top`` as a layer tarball: sorted, owned by root, every time the same."""
-    mtime = source_date_epoch()
+def write_tar(out: Path, root: Path, top: str, mtime: int) -> None:
+    """``root/top`` as a layer tarball: sorted, owned by root, readable by all (whatever the
+    umask it was installed under), every time the same."""
     partial = out.with_name(out.name + ".partial")
     with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
         for directory, dirs, files in os.walk(root / top):
@@ -82,6 +92,10 @@ def write_tar(out: Path, root: Path, top: str) -> None:
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
                 info.mtime = mtime
+                if info.isdir() or (info.isfile() and info.mode & 0o111):
+                    info.mode = 0o755
+                elif info.isfile():
+                    info.mode = 0o644
                 if info.isfile():
                     with path.open("rb") as content:
                         tar.addfile(info, content)
@@ -114,12 +128,12 @@ def cmd_rootfs(out: Path) -> None:
         ],
         # Without a mirror on the command line mmdebstrap would read sources from stdin.
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())},
+        env={**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch("rootfs"))},
     )
     partial.replace(out)
 
 
-def python_layer(out: Path, install: Callable[[Path, Path], None]) -> None:
+def python_layer(out: Path, install: Callable[[Path, Path], None], layer: str) -> None:
     """What ``install(site_packages, scratch)`` puts into SITE_PACKAGES, compiled, as a layer."""
     with tempfile.TemporaryDirectory(dir=image.DIST, prefix="layer-") as tmp:
         root, scratch = Path(tmp) / "root", Path(tmp) / "scratch"
@@ -142,7 +156,9 @@ def python_layer(out: Path, install: Callable[[Path, Path], None]) -> None:
                 image.SITE_PACKAGES,
             ]
         )
-        write_tar(out, root, image.SITE_PACKAGES.lstrip("/").split("/")[0])
+        write_tar(
+            out, root, image.SITE_PACKAGES.lstrip("/").split("/")[0], source_date_epoch(layer)
+        )
 
 
 def install_dependencies(site_packages: Path, scratch: Path) -> None:
@@ -218,7 +234,8 @@ def cmd_build() -> None:
             "--quiet",
             "--isolation=chroot",
             "--layers",
-            f"--timestamp={source_date_epoch()}",
+            # No --timestamp: it would stamp every file of every layer with one time, so each
+            # commit would change all three layers; the tarballs carry their own times.
             f"--file={DOCKERFILE}",
             f"--tag={image.TAG}",
             image.REPO,
@@ -268,10 +285,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "rootfs":
                 cmd_rootfs(args.out)
             elif args.command == "dependencies":
-                python_layer(args.out, install_dependencies)
+                python_layer(args.out, install_dependencies, "dependencies")
             else:
-                python_layer(args.out, install_operator)
+                python_layer(args.out, install_operator, "operator")
             print(f"{args.out.name}: {megabytes(args.out.stat().st_size)}", end=" ")
+    except FileNotFoundError as exc:
+        print(
+            f"error: {exc.filename} not found: `make image` needs root, mmdebstrap and buildah "
+            "(apt-get install mmdebstrap buildah)",
+            file=sys.stderr,
+        )
+        return 1
     except subprocess.CalledProcessError as exc:
         # The command's own output said why; this line says which step it was.
         print(f"error: {shlex.join(exc.cmd)} exited {exc.returncode}", file=sys.stderr)

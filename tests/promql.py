@@ -14,7 +14,7 @@ KEYWORDS: Final = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right"}
     | {"bool", "offset", "inf", "nan", "le"}
 )
-_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"' r"|'(?:[^'\\]|\\.)*'" r"|`[^`]*`")
 _SET_ASIDE: Final = re.compile(
     r"\{[^}]*\}"  # label matchers
     r"|\[[^\]]*\]"  # ranges and subqueries

@@ -163,6 +163,17 @@ def test_values_set_the_operators_settings(helm_home: Path) -> None:
     assert "PodDisruptionBudget" not in {doc["kind"] for doc in docs}
 
 
+def test_large_numbers_from_a_values_file_reach_the_operator_as_integers(
+    helm_home: Path, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("maxConcurrentAgents: 1000000\nagentTtlSecondsAfterFinished: 2592000\n")
+    docs = documents(ok(helm(helm_home, "template", NAME, str(CHART), "-f", str(values))))
+    env = {item["name"]: item.get("value") for item in container(docs)["env"]}
+    assert env["MAX_CONCURRENT_AGENTS"] == "1000000"
+    assert env["AGENT_TTL_SECONDS_AFTER_FINISHED"] == "2592000"
+
+
 @pytest.mark.parametrize(
     ("values", "says"),
     [

@@ -94,26 +94,42 @@ def test_admits(key: str, holding: int, limits: Limits, admitted: bool) -> None:
 
 def test_why_waiting_names_the_limit_that_holds() -> None:
     ann = admission.ANNOTATION
-    full_namespace = {"a/1", "a/2"}
-    assert admission.why_waiting("a/x", full_namespace, Limits(4, {"a": 2})) == (
-        f"waiting for a slot: namespace a allows 2 agents at once ({ann})"
+    by_cap = f"waiting for a slot: namespace a allows 2 agents at once ({ann})"
+    by_operator = "waiting for a slot: 4 agents may run at once (MAX_CONCURRENT_AGENTS)"
+    me = store.Waiting("a/x", "2026-01-01T10:00:05Z")
+    older = store.Waiting("a/older", "2026-01-01T10:00:01Z")
+    assert admission.why_waiting("a/x", [me], {"a/1", "a/2"}, Limits(4, {"a": 2})) == by_cap
+    assert (
+        admission.why_waiting("a/x", [me], {"b/1", "b/2", "b/3", "a/1"}, Limits(4, {"a": 2}))
+        == by_operator
     )
-    assert admission.why_waiting("a/x", {"b/1", "b/2", "b/3", "a/1"}, Limits(4, {"a": 2})) == (
-        "waiting for a slot: 4 agents may run at once (MAX_CONCURRENT_AGENTS)"
+    assert admission.why_waiting("a/x", [me], set(), Limits(0, {"a": 2})) == by_cap
+    # One running and one older waiting fill a cap of 2, though the operator has room.
+    assert (
+        admission.why_waiting("a/x", [me, older], {"a/1"}, Limits(10, {"a": 2}))
+        == "waiting for a slot: namespace a allows 2 agents at once "
+        f"({ann})"
     )
-    assert admission.why_waiting("a/x", set(), Limits(0, {"a": 2})) == (
-        f"waiting for a slot: namespace a allows 2 agents at once ({ann})"
-    )
+
+
+def test_an_agent_promised_a_slot_is_not_chosen_again() -> None:
+    # a/failed's Pod creation failed and is retried: it holds its promised slot meanwhile.
+    line = [
+        store.Waiting("a/failed", "2026-01-01T10:00:00Z"),
+        store.Waiting("a/young", "2026-01-01T10:00:05Z"),
+    ]
+    assert admission.next_up(line, {"a/failed"}, Limits(0, {"a": 2})) == ["a/young"]
 
 
 @pytest.mark.parametrize(
     ("value", "cap", "bad"),
     [(None, None, False), ("3", 3, False), (" 2 ", 2, False)]
-    + [(v, None, True) for v in ("0", "-1", "two", "1.5", "")],
+    + [(v, None, True) for v in ("0", "-1", "two", "1.5", "", "²", "١٢", "9" * 5000)],
 )
 def test_namespace_cap_from_its_annotation(value: str | None, cap: int | None, bad: bool) -> None:
     found, problem = admission.namespace_cap(value)
     assert found == cap
     assert bool(problem) is bad
     if bad:
-        assert problem.startswith(f"{admission.ANNOTATION}={value!r} is not a whole number")
+        shown = value if len(value or "") <= 64 else f"{(value or '')[:61]}..."
+        assert problem.startswith(f"{admission.ANNOTATION}={shown!r} is not a whole number")

@@ -121,3 +121,19 @@ def test_the_mirror_records_the_switch_from_its_status() -> None:
     switch_pass(op)
     asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     assert valkey.switches == [("all-stop", True)]
+
+
+def test_killed_agents_deleted_since_still_count() -> None:
+    api = FakeKube(None)
+    api.switches = [switch(True, fleet="x")]
+    op = fleet(api)
+    op.agent_event(agent("a", "Killed", fleet="x"), gone=False)
+    op.switch_event(copy.deepcopy(api.switches[0]), gone=False)
+    switch_pass(op)
+    # Both killed agents are deleted (their TTL ran out): the switch's record keeps them.
+    for name in ("a", "b"):
+        op.agent_event(agent(name, "Killed", fleet="x"), gone=True)
+    op.switch_event({**api.switches[0], "status": api.switch_status["all-stop"]}, gone=False)
+    switch_pass(op)
+    status = api.switch_status["all-stop"]
+    assert (status["matched"], status["killed"]) == (2, 2)

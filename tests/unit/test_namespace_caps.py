@@ -97,3 +97,20 @@ def test_a_deleted_namespace_drops_its_cap() -> None:
     assert op.store.caps() == {"team-a": 2}
     asyncio.run(op.namespace_event(namespace(cap="2"), gone=True))
     assert op.store.caps() == {}
+
+
+def test_namespaces_outside_watch_namespaces_are_neither_capped_nor_warned_about() -> None:
+    api = FakeKube(agent_body())
+    op, _ = operator(api, namespaces=("team-a",))
+    asyncio.run(op.namespace_event(namespace("elsewhere", cap="two"), gone=False))
+    asyncio.run(op.namespace_event(namespace("elsewhere", cap="2"), gone=False))
+    assert op.store.caps() == {}
+    assert api.events == []
+
+
+def test_a_mistake_fixed_then_made_again_is_said_again() -> None:
+    api = FakeKube(agent_body())
+    op, _ = operator(api)
+    for cap in ("two", "2", "two"):
+        asyncio.run(op.namespace_event(namespace(cap=cap), gone=False))
+    assert [reason for _, reason, _ in api.events] == ["InvalidAnnotation"] * 2

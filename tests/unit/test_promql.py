@@ -23,6 +23,7 @@ from tests.promql import exported_series, metric_names
         ("deriv(max(depth)[15m:1m]) > 0", {"depth"}),
         ('sum by (pod) (q{namespace=~"$namespace"}[$__rate_interval])', {"q"}),
         ("a / on (pod) group_left (phase) b offset 5m", {"a", "b"}),
+        ("label_replace(up_now, 'dst', `$1`, 'src', '(.*)')", {"up_now"}),
     ],
 )
 def test_metric_names_are_what_the_expression_selects(expr: str, names: set[str]) -> None:
