@@ -47,9 +47,10 @@ run: $(STAMP) ## up, install CRDs, run the operator in the foreground; Ctrl-C st
 crds: $(STAMP) ## render crds/*.yaml and the chart's crds/ from the models (commit the result)
 	$(PY) -m controller.crd crds charts/agent-lifecycle-operator/crds
 
-bench: $(STAMP) ## the benchmarks under benchmarks/, printed beside their baselines (not in CI)
+bench: $(STAMP) ## the benchmarks under benchmarks/, beside their baselines and floors (not in CI)
 	$(PY) -m benchmarks.mirror
 	$(PY) -m benchmarks.killswitch
+	$(PY) -m benchmarks.fleet
 
 lint: $(STAMP) ## ruff (lint and format check), mypy --strict and the import-linter layers
 	$(VENV)/bin/ruff check .

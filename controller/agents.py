@@ -273,7 +273,7 @@ class Agents:
         dumped = new.model_dump(by_alias=True, mode="json", exclude_none=True)
         written = self.kube.write_status(meta.namespace, meta.name, meta.resource_version, dumped)
         agent = await self._write(agent, written)
-        self.mirror_queue.add(agent.ref)
+        self.mirror_queue.add(agent.ref, urgent=True)  # before anti-entropy's backlog
         return agent
 
     async def _record(

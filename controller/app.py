@@ -104,14 +104,18 @@ class Operator:
         self.metrics.watch_events.labels("agent", _type(gone)).inc()
         if self.store.observe_agent(body, gone):
             key = store.key_of(body)
-            self.agents_queue.add(key)
-            self.mirror_queue.add(key)
+            # A change to an agent under way (a kill, a deletion) goes before new agents
+            # waiting to be spawned: a burst of creations never delays what is observed.
+            urgent = gone or bool(body.get("status"))
+            self.agents_queue.add(key, urgent=urgent)
+            self.mirror_queue.add(key, urgent=urgent)
 
     def pod_event(self, body: dict[str, Any], gone: bool) -> None:
         self.metrics.watch_events.labels("pod", _type(gone)).inc()
         key = self.store.observe_pod(body, gone)
         if key is not None:
-            self.agents_queue.add(key)
+            # A Pod started, ended or went: recorded before any new agent is spawned.
+            self.agents_queue.add(key, urgent=True)
 
     def switch_event(self, body: dict[str, Any], gone: bool) -> None:
         self.metrics.watch_events.labels("killswitch", _type(gone)).inc()

@@ -58,7 +58,7 @@ class Killswitches:
             matched = await self._matched(switch)
             live = [key for key, phase in matched if phase not in lifecycle.TERMINAL]
             for key in live:
-                self.agents_queue.add(key)
+                self.agents_queue.add(key, urgent=True)  # kills go before spawns
             # Never lowered while engaged: a killed agent deleted since (by its TTL, or by a
             # user) was matched and is finished all the same.
             counted = max(len(matched), before.matched if before.engaged_at else 0)

@@ -120,7 +120,11 @@ class WorkQueue:
             RateLimiter(monotonic=monotonic) if rate_limiter is None else rate_limiter
         )
         self._monotonic = monotonic
-        self._ready: collections.deque[str] = collections.deque()  # handed out in this order
+        # Handed out in this order, the urgent lane first (an entry whose key was handed out
+        # from the other lane meanwhile is stale, and skipped).
+        self._ready: collections.deque[str] = collections.deque()
+        self._urgent: collections.deque[str] = collections.deque()
+        self._urgent_keys: set[str] = set()  # waiting keys that go in the urgent lane
         # Keys that need processing: those in _ready, and those added while processing.
         self._dirty: set[str] = set()
         self._processing: set[str] = set()  # handed out by get(), not yet done()
@@ -130,15 +134,37 @@ class WorkQueue:
         self._drainers: collections.deque[asyncio.Future[None]] = collections.deque()
         self._shutting_down = False
 
-    def add(self, key: str) -> None:
-        """Queue ``key`` unless it is already waiting; ignored once shut down."""
-        if self._shutting_down or key in self._dirty:
+    def add(self, key: str, urgent: bool = False) -> None:
+        """Queue ``key`` unless it is already waiting; ignored once shut down. ``urgent``
+        keys are handed out before the others (a key waiting already moves up), as
+        controller-runtime's priority queue puts events before its initial listing."""
+        if self._shutting_down:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._urgent_keys:
+                self._urgent_keys.add(key)
+                if key not in self._processing:
+                    self._urgent.append(key)  # its entry in the other lane goes stale
             return
         self._dirty.add(key)
+        if urgent:
+            self._urgent_keys.add(key)
         if key in self._processing:
             return  # done() puts it back: never two workers on one key
-        self._ready.append(key)
+        self._lane(key).append(key)
         self._wake_one_getter()
+
+    def _lane(self, key: str) -> collections.deque[str]:
+        return self._urgent if key in self._urgent_keys else self._ready
+
+    def _pop_ready(self) -> str | None:
+        """The next key to hand out, urgent ones first; None if only stale entries were left."""
+        for lane in (self._urgent, self._ready):
+            while lane:
+                key = lane.popleft()
+                if key in self._dirty and key not in self._processing:
+                    return key
+        return None
 
     def add_after(self, key: str, delay: float) -> None:
         """Add ``key`` in ``delay`` seconds (at once if <= 0). Of two times asked for one
@@ -172,7 +198,7 @@ class WorkQueue:
     async def get(self) -> str:
         """Wait for a key and mark it processing; the caller must call ``done`` with it.
         Raise ``ShutDown`` once the queue is shut down and has nothing left to hand out."""
-        while not self._ready:
+        while (key := self._pop_ready()) is None:
             if self._shutting_down:
                 raise ShutDown(f"work queue {self.name!r} is shut down")
             getter = asyncio.get_running_loop().create_future()
@@ -186,8 +212,8 @@ class WorkQueue:
                     with contextlib.suppress(ValueError):  # unless a waker dropped it already
                         self._getters.remove(getter)
                 raise
-        key = self._ready.popleft()
         self._dirty.discard(key)
+        self._urgent_keys.discard(key)
         self._processing.add(key)
         return key
 
@@ -197,14 +223,15 @@ class WorkQueue:
             return  # not handed out (or done twice): nothing to finish, nothing to re-queue
         self._processing.remove(key)
         if key in self._dirty:
-            self._ready.append(key)
+            self._lane(key).append(key)
             self._wake_one_getter()
         if not self._processing:
             _wake_all(self._drainers)
 
     def __len__(self) -> int:
-        """Keys waiting to be handed out now (not the delayed ones)."""
-        return len(self._ready)
+        """Keys waiting to be handed out now (not the delayed ones, nor those that go back
+        on when their worker is done)."""
+        return sum(1 for key in self._dirty if key not in self._processing)
 
     @property
     def processing(self) -> int:
@@ -235,6 +262,8 @@ class WorkQueue:
         ``get`` is ``done``: workers finish what they hold and start nothing new."""
         self.shut_down()
         self._ready.clear()
+        self._urgent.clear()
+        self._urgent_keys.clear()
         self._dirty.clear()  # nor does done() put a key back
         if self._processing:
             drained = asyncio.get_running_loop().create_future()

@@ -475,3 +475,19 @@ def test_each_recorded_transition_is_one_info_line(caplog: pytest.LogCaptureFixt
         "to": "Completed",
         "reason": "Completed",
     }
+
+
+def test_a_pods_change_is_worked_on_before_new_agents() -> None:
+    api = recorded_agent("Spawning")
+    op, _ = operator(api)
+    for i in range(3):
+        new = agent_body()
+        new["metadata"].update(name=f"new-{i}", uid=f"uid-new-{i}")
+        op.agent_event(new, gone=False)
+    api.pod = running()
+    op.pod_event(copy.deepcopy(api.pod), gone=False)
+
+    async def first() -> str:
+        return await op.agents_queue.get()
+
+    assert asyncio.run(first()) == KEY

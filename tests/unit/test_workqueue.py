@@ -467,3 +467,48 @@ def test_shut_down_with_drain_returns_at_once_when_nothing_is_processed() -> Non
             await queue.get()
 
     asyncio.run(scenario())
+
+
+# --- the urgent lane: observed changes before new spawns ---
+
+
+def test_urgent_keys_are_handed_out_before_the_others() -> None:
+    async def order() -> list[str]:
+        queue = workqueue.WorkQueue()
+        for key in ("new-1", "new-2"):
+            queue.add(key)
+        queue.add("pod-started", urgent=True)
+        assert len(queue) == 3
+        return [await queue.get() for _ in range(3)]
+
+    assert asyncio.run(order()) == ["pod-started", "new-1", "new-2"]
+
+
+def test_a_waiting_key_made_urgent_moves_up_once() -> None:
+    async def handed_out() -> tuple[list[str], int]:
+        queue = workqueue.WorkQueue()
+        for key in ("a", "b", "c"):
+            queue.add(key)
+        queue.add("c", urgent=True)
+        assert len(queue) == 3, "moving up is not a second entry"
+        keys = [await queue.get() for _ in range(3)]
+        for key in keys:
+            queue.done(key)
+        return keys, len(queue)
+
+    keys, left = asyncio.run(handed_out())
+    assert keys == ["c", "a", "b"]
+    assert left == 0, "the entry left behind in the other lane is never handed out"
+
+
+def test_a_key_made_urgent_while_processing_goes_back_urgent() -> None:
+    async def order() -> list[str]:
+        queue = workqueue.WorkQueue()
+        queue.add("a")
+        held = await queue.get()
+        queue.add("b")
+        queue.add("a", urgent=True)
+        queue.done(held)
+        return [await queue.get() for _ in range(2)]
+
+    assert asyncio.run(order()) == ["a", "b"]

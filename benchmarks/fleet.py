@@ -1,0 +1,691 @@
+"""The operator beside a bare client doing the same writes, in one run: kills, bursts, mirror lag.
+
+Each measure runs twice on the same cluster, one after the other: once through the
+operator, once through a bare asyncio client (``Floor``) that sends the requests the
+operator sends per agent, at the operator's concurrency (16 workers), with every body
+computed beforehand. The ratio of the two is the operator's overhead; the floor is
+what the API server, etcd and kwok cost on this machine.
+
+- kill N: N running agents; a Killswitch (operator) or the bare requests (floor):
+  per agent the status PATCH that records the kill under way, the Pod's DELETE with
+  the agent's grace period, and once the Pod is gone the status PATCH to Killed and
+  its Event. Timed until every Pod is gone and every status says Killed.
+- burst N: N agents through 2-second lives. Operator: apply them and wait until every
+  status says Completed. Floor: the same Agents created, then per agent the finalizer
+  PATCH, the status PATCH to Spawning, its Event and the Pod's POST; as the Pod watch
+  shows each Pod start and finish, the status PATCH and the Event of that transition.
+  The operator's run also gives the mirror lag (a Pod change seen by a watch here ->
+  its event on the Valkey channel: p50, p99, max), the API server's own p99 for a
+  status PATCH in the same burst (from its /metrics), and the operator's peak RSS and
+  CPU seconds per 1000 lives.
+
+Usage: ``make bench`` or ``python -m benchmarks.fleet [--kill 10,100,1000] [--burst 1000]``.
+Uses the ``make up`` cluster when one is up, else starts one of its own (and stops
+it); always a Valkey of its own. Figures only, never a pass or fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import redis
+
+from controller import kube, lifecycle, models, status, workload
+from localcluster import cluster as localcluster
+from localcluster import procs
+from localcluster import valkey as localvalkey
+
+REPO = Path(__file__).resolve().parent.parent
+GROUP = "/apis/orchestrator.mosaicstack.dev/v1alpha1"
+WORKERS = 16  # app.AGENT_WORKERS: the operator's concurrency
+SIM = "sim.orchestrator.mosaicstack.dev/run-for"
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
+# --- the cluster side ---
+
+
+def agent(namespace: str, i: int, run_for: str | None = None) -> dict[str, Any]:
+    template: dict[str, Any] = {
+        "spec": {"containers": [{"name": "agent", "image": "registry.example/a:1"}]}
+    }
+    if run_for:
+        template["metadata"] = {"annotations": {SIM: run_for}}
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": "Agent",
+        "metadata": {"name": f"agent-{i:05d}", "namespace": namespace, "labels": {"b": namespace}},
+        "spec": {"taskId": f"TASK-{i}", "template": template},
+    }
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    began = time.monotonic()
+    said = began
+    while not await check():
+        now = time.monotonic()
+        if now > began + timeout:
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+        if now - said > 30:
+            print(f"  ... still waiting for {what} ({now - began:.0f} s)", file=sys.stderr)
+            said = now
+        await asyncio.sleep(0.2)
+
+
+async def items(api: kube.Kube, path: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = (await api.request("GET", path))["items"]
+    return found
+
+
+async def phases(api: kube.Kube, namespace: str) -> list[str]:
+    listed = await items(api, f"{GROUP}/namespaces/{namespace}/agents")
+    return [(i.get("status") or {}).get("phase", "") for i in listed]
+
+
+async def create_all(api: kube.Kube, bodies: list[dict[str, Any]], path: str) -> None:
+    for start in range(0, len(bodies), 50):
+        await asyncio.gather(*(api.request("POST", path, b) for b in bodies[start : start + 50]))
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def port(self) -> int:
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "/metrics on " in line:
+                return int(line.rsplit(":", 1)[1].split()[0])
+        raise RuntimeError("the operator has not logged its port")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def start_operator(env: dict[str, str], valkey_url: str, namespace: str, tmp: Path) -> Operator:
+    log = tmp / f"{namespace}-operator.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run"],
+            env={
+                **env,
+                "VALKEY_URL": valkey_url,
+                "WATCH_NAMESPACES": namespace,
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": "0",
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    operator = Operator(process, log)
+    deadline = time.monotonic() + 60
+    while "ready; watching agents" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the operator did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    return operator
+
+
+@dataclass
+class PodWatch:
+    """A watch of one namespace's Pods in a thread: when each Pod was seen running, finished
+    and gone (monotonic seconds)."""
+
+    api: kube.Kube
+    namespace: str
+    running: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+    created: int = 0
+    on_change: Callable[[str, str, dict[str, Any]], None] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        """Follow from now on: returns once the listing is taken, so no change after it is
+        missed (a watch that connects late would miss what happened meanwhile)."""
+        threading.Thread(target=self._follow, daemon=True).start()
+        if not self._ready.wait(30):
+            raise TimeoutError(f"the Pod watch of {self.namespace} did not start")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _follow(self) -> None:
+        core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self.api.config))
+        listed = core.list_namespaced_pod(self.namespace)
+        self.created += len(listed.items)
+        version = listed.metadata.resource_version if listed.metadata else None
+        self._ready.set()
+        stream = kubernetes.watch.Watch()
+        for event in stream.stream(
+            core.list_namespaced_pod,
+            self.namespace,
+            resource_version=version,
+            timeout_seconds=3600,
+        ):
+            if self._stop.is_set():
+                stream.stop()
+                return
+            pod = event["raw_object"]
+            name, now = pod["metadata"]["name"], time.monotonic()
+            phase = (pod.get("status") or {}).get("phase", "Pending")
+            if event["type"] == "ADDED":
+                self.created += 1
+            if event["type"] == "DELETED":
+                self.gone.setdefault(name, now)
+                change = "gone"
+            elif phase == "Running" and name not in self.running:
+                self.running[name] = now
+                change = "running"
+            elif phase in ("Succeeded", "Failed") and name not in self.finished:
+                self.finished[name] = now
+                change = "finished"
+            else:
+                continue
+            if self.on_change is not None:
+                self.on_change(change, name, pod)
+
+
+async def new_namespace(api: kube.Kube, prefix: str) -> str:
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+
+    async def ready() -> bool:
+        with contextlib.suppress(kube.NotFound):
+            await api.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+            return True
+        return False
+
+    await until(ready, 60, f"namespace {namespace}")
+    return namespace
+
+
+async def drop_namespace(api: kube.Kube, namespace: str) -> None:
+    for item in await items(api, f"{GROUP}/namespaces/{namespace}/agents"):
+        path = f"{GROUP}/namespaces/{namespace}/agents/{item['metadata']['name']}"
+        with contextlib.suppress(kube.ApiError):
+            await api.request("PATCH", path, {"metadata": {"finalizers": None}}, kube.MERGE_PATCH)
+    with contextlib.suppress(kube.ApiError):
+        await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+# --- the floor: the operator's requests, from a bare client ---
+
+
+class Floor:
+    """The operator's writes for one agent, bodies computed by the operator's own pure code
+    beforehand, sent with no store, no queue, no decision: what they cost the API alone."""
+
+    def __init__(self, api: kube.Kube) -> None:
+        self.api = api
+        self.gate = asyncio.Semaphore(WORKERS)
+
+    def path(self, agent: models.Agent) -> str:
+        return f"{GROUP}/namespaces/{agent.metadata.namespace}/agents/{agent.metadata.name}"
+
+    async def write_status(self, agent: models.Agent, new: models.AgentStatus) -> models.Agent:
+        body = {
+            "metadata": {"resourceVersion": agent.metadata.resource_version},
+            "status": new.model_dump(by_alias=True, mode="json", exclude_none=True),
+        }
+        async with self.gate:
+            written = await self.api.request(
+                "PATCH", self.path(agent) + "/status", body, kube.MERGE_PATCH
+            )
+        return models.Agent.model_validate(written)
+
+    async def transition(
+        self, agent: models.Agent, to: lifecycle.Phase, reason: str, at: datetime.datetime
+    ) -> models.Agent:
+        step = lifecycle.Transition(to, at, reason)
+        life = agent.status.life().advance(step)
+        after = status.after(agent.status, step, life, agent.metadata.generation, at)
+        agent = await self.write_status(agent, after)
+        async with self.gate:
+            await self.api.post_event(agent.model_dump(by_alias=True), "Normal", to, reason)
+        return agent
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+async def floor_kill(api: kube.Kube, namespace: str, grace: int) -> None:
+    """What the operator sends per killed agent, at its concurrency."""
+    floor = Floor(api)
+    listed = [
+        models.Agent.model_validate(i)
+        for i in await items(api, f"{GROUP}/namespaces/{namespace}/agents")
+    ]
+    pods = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in await items(api, f"/api/v1/namespaces/{namespace}/pods")
+    }
+    stopping = models.Stopping(reason=lifecycle.Reason.KILLSWITCH_ENGAGED, message="benchmark")
+
+    async def one(agent: models.Agent) -> None:
+        agent = await floor.write_status(
+            agent, agent.status.model_copy(update={"stopping": stopping})
+        )
+        pod_name = workload.pod_name(agent)
+        async with floor.gate:
+            with contextlib.suppress(kube.NotFound, kube.Conflict):
+                await api.delete_pod(namespace, pod_name, grace, pods[pod_name])
+        await gone[pod_name].wait()
+        await floor.transition(
+            agent, lifecycle.Phase.KILLED, lifecycle.Reason.KILLSWITCH_ENGAGED, _now()
+        )
+
+    loop = asyncio.get_running_loop()
+    gone = {name: asyncio.Event() for name in pods}
+
+    def pod_changed(change: str, name: str, _: dict[str, Any]) -> None:
+        if change == "gone" and name in gone:
+            loop.call_soon_threadsafe(gone[name].set)
+
+    watch = PodWatch(api, namespace, on_change=pod_changed)
+    watch.start()
+    try:
+        await asyncio.gather(*(one(a) for a in listed))
+    finally:
+        watch.stop()
+
+
+async def floor_burst(api: kube.Kube, namespace: str, count: int, run_for: str) -> None:
+    """What the operator sends per agent through a short life, driven by a Pod watch."""
+    floor = Floor(api)
+    done: dict[str, asyncio.Event] = {}
+    started: dict[str, asyncio.Event] = {}
+    loop = asyncio.get_running_loop()
+
+    def seen(change: str, name: str, _: dict[str, Any]) -> None:
+        target = {"running": started, "finished": done}.get(change, {})
+        if name in target:
+            loop.call_soon_threadsafe(target[name].set)
+
+    async def one(i: int) -> None:
+        async with floor.gate:
+            created = await api.request(
+                "POST", f"{GROUP}/namespaces/{namespace}/agents", agent(namespace, i, run_for)
+            )
+        meta = created["metadata"]
+        async with floor.gate:
+            patched = await api.request(
+                "PATCH",
+                floor.path(models.Agent.model_validate(created)),
+                {
+                    "metadata": {
+                        "resourceVersion": meta["resourceVersion"],
+                        "finalizers": [models.FINALIZER],
+                    }
+                },
+                kube.MERGE_PATCH,
+            )
+        current = models.Agent.model_validate(patched)
+        current = await floor.transition(
+            current, lifecycle.Phase.SPAWNING, lifecycle.Reason.CREATED, _now()
+        )
+        pod = workload.render(current)
+        name = pod["metadata"]["name"]
+        started[name], done[name] = asyncio.Event(), asyncio.Event()
+        async with floor.gate:
+            await api.create_pod(pod)
+        await started[name].wait()
+        current = await floor.transition(
+            current, lifecycle.Phase.RUNNING, lifecycle.Reason.STARTED, _now()
+        )
+        await done[name].wait()
+        await floor.transition(
+            current, lifecycle.Phase.COMPLETED, lifecycle.Reason.COMPLETED, _now()
+        )
+
+    watch = PodWatch(api, namespace, on_change=seen)
+    watch.start()
+    try:
+        await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        watch.stop()
+
+
+# --- where the operator's time goes ---
+
+
+class Profile:
+    """py-spy sampling the operator (``--profile``): the functions it spends its CPU in, by
+    self time, from py-spy's collapsed stacks."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.process = subprocess.Popen(
+            [
+                *(str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)),
+                *("--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def top(self, count: int = 15) -> list[str]:
+        self.process.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        self.process.wait(timeout=60)
+        by_function: dict[str, int] = {}
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, samples = line.rpartition(" ")
+            if not stack:
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            by_function[leaf] = by_function.get(leaf, 0) + int(samples)
+            total += int(samples)
+        ranked = sorted(by_function.items(), key=lambda item: -item[1])[:count]
+        return [f"{100 * n / total:5.1f} %  {name}" for name, n in ranked]
+
+
+# --- the API server's own figure ---
+
+
+def status_patch_histogram(env: dict[str, str]) -> dict[float, float]:
+    """Cumulative counts of the API server's PATCH agents/status latency buckets."""
+    text = subprocess.run(
+        [KUBECTL, "get", "--raw", "/metrics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if (
+            line.startswith("apiserver_request_duration_seconds_bucket{")
+            and 'resource="agents"' in line
+            and 'subresource="status"' in line
+            and 'verb="PATCH"' in line
+        ):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile of the observations between two scrapes, at the bucket's upper bound."""
+    delta = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    for le, count in delta:
+        if total and count >= q * total:
+            return le
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the runs ---
+
+
+@dataclass
+class Figures:
+    rows: list[tuple[str, float, float]] = field(default_factory=list)  # (measure, op, floor)
+    notes: list[str] = field(default_factory=list)
+
+
+async def kill_run(
+    api: kube.Kube, env: dict[str, str], valkey_url: str, size: int, tmp: Path, out: Figures
+) -> None:
+    grace = models.AgentSpec.model_fields["kill_grace_period_seconds"].default
+
+    async def running_agents(prefix: str) -> tuple[str, Operator]:
+        namespace = await new_namespace(api, prefix)
+        operator = start_operator(env, valkey_url, namespace, tmp)
+        bodies = [agent(namespace, i) for i in range(size)]
+        await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
+
+        async def all_running() -> bool:
+            return (await phases(api, namespace)).count("Running") == size
+
+        await until(all_running, 900, f"{size} running agents")
+        return namespace, operator
+
+    async def all_gone(watch: PodWatch, namespace: str) -> bool:
+        if len(watch.gone) < size:
+            return False
+        return (await phases(api, namespace)).count("Killed") == size
+
+    # The operator.
+    namespace, operator = await running_agents("kill-op")
+    watch = PodWatch(api, namespace)
+    watch.start()
+    switch = f"bench-{namespace}"
+    try:
+        began = time.monotonic()
+        await api.request(
+            "POST",
+            f"{GROUP}/killswitches",
+            {
+                "apiVersion": models.API_VERSION,
+                "kind": "Killswitch",
+                "metadata": {"name": switch},
+                "spec": {
+                    "engaged": True,
+                    "reason": "benchmark",
+                    "agentSelector": {"matchLabels": {"b": namespace}},
+                },
+            },
+        )
+        await until(lambda: all_gone(watch, namespace), 900, f"{size} kills")
+        took = max(watch.gone.values()) - began
+    finally:
+        watch.stop()
+        operator.stop()
+        with contextlib.suppress(kube.ApiError):
+            await api.request("DELETE", f"{GROUP}/killswitches/{switch}")
+        await drop_namespace(api, namespace)
+
+    # The floor: the same agents brought to Running by the operator, which then stops.
+    namespace, operator = await running_agents("kill-floor")
+    operator.stop()
+    watch = PodWatch(api, namespace)
+    watch.start()
+    try:
+        began = time.monotonic()
+        await floor_kill(api, namespace, grace)
+        await until(lambda: all_gone(watch, namespace), 900, f"{size} bare kills")
+        floor_took = max(watch.gone.values()) - began
+    finally:
+        watch.stop()
+        await drop_namespace(api, namespace)
+    out.rows.append((f"kill {size} (s, until every Pod is gone)", took, floor_took))
+
+
+async def burst_run(
+    api: kube.Kube,
+    env: dict[str, str],
+    valkey_url: str,
+    size: int,
+    tmp: Path,
+    out: Figures,
+    profile: bool = False,
+) -> None:
+    run_for = "2s"
+
+    async def all_completed(namespace: str) -> bool:
+        return (await phases(api, namespace)).count("Completed") == size
+
+    # The operator, with the mirror lag measured beside it.
+    namespace = await new_namespace(api, "burst-op")
+    operator = start_operator(env, valkey_url, namespace, tmp)
+    seen: dict[tuple[str, str], float] = {}
+    heard: dict[tuple[str, str], float] = {}
+
+    def pod_changed(change: str, name: str, pod: dict[str, Any]) -> None:
+        owner = (pod["metadata"].get("labels") or {}).get(workload.LABEL_AGENT, name)
+        phase = {"running": "Running", "finished": "Completed"}.get(change)
+        if phase:
+            seen[(owner, phase)] = time.monotonic()
+
+    listening = threading.Event()
+    stop_listening = threading.Event()
+
+    def listen() -> None:
+        client = redis.Redis.from_url(valkey_url)
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.subscribe("orchestrator:events")
+        listening.set()
+        while not stop_listening.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            if message and message["type"] == "message":
+                data = json.loads(message["data"]).get("data") or {}
+                if data.get("namespace") == namespace:
+                    heard[(str(data.get("name")), str(data.get("to")))] = time.monotonic()
+        pubsub.close()
+        client.close()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    listening.wait(10)
+    watch = PodWatch(api, namespace, on_change=pod_changed)
+    watch.start()
+    try:
+        profiler = Profile(operator.process.pid, tmp / "profile.txt") if profile else None
+        cpu_before = operator.cpu_seconds()
+        histogram_before = status_patch_histogram(env)
+        began = time.monotonic()
+        bodies = [agent(namespace, i, run_for) for i in range(size)]
+        await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
+        await until(lambda: all_completed(namespace), 1800, f"{size} completed agents")
+        took = time.monotonic() - began
+        histogram_after = status_patch_histogram(env)
+        cpu = operator.cpu_seconds() - cpu_before
+        rss = operator.peak_rss_mib()
+        if profiler is not None:
+            out.notes.append(f"burst {size}: the operator's CPU by function (self time):")
+            out.notes.extend(f"    {line}" for line in profiler.top())
+    finally:
+        watch.stop()
+        stop_listening.set()
+        listener.join(timeout=5)
+        operator.stop()
+        await drop_namespace(api, namespace)
+    lags = [heard[k] - at for k, at in seen.items() if k in heard and heard[k] >= at]
+    out.notes.append(
+        f"burst {size}: mirror lag (Pod change seen -> event on the channel) over {len(lags)} "
+        f"changes: p50 {1000 * percentile(lags, 0.5):.0f} ms, p99 "
+        f"{1000 * percentile(lags, 0.99):.0f} ms, max {1000 * max(lags, default=0):.0f} ms; "
+        f"the API server's own status PATCH p99 in the same burst: "
+        f"<= {1000 * quantile(histogram_before, histogram_after, 0.99):.0f} ms (bucket bound)"
+    )
+    out.notes.append(
+        f"burst {size}: the operator's peak RSS {rss:.0f} MiB, CPU {cpu:.1f} s "
+        f"({1000 * cpu / size:.1f} s per 1000 lives)"
+    )
+
+    # The floor.
+    namespace = await new_namespace(api, "burst-floor")
+    try:
+        began = time.monotonic()
+        await floor_burst(api, namespace, size, run_for)
+        floor_took = time.monotonic() - began
+    finally:
+        await drop_namespace(api, namespace)
+    out.rows.append((f"burst {size} (s, 2 s lives, until all Completed)", took, floor_took))
+
+
+async def run(
+    kills: list[int], bursts: list[int], kubeconfig: Path, valkey_url: str, profile: bool
+) -> Figures:
+    api = kube.Kube(kube.load_config(str(kubeconfig)))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    out = Figures()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in kills:
+                await kill_run(api, env, valkey_url, size, Path(tmp), out)
+            for size in bursts:
+                await burst_run(api, env, valkey_url, size, Path(tmp), out, profile)
+    finally:
+        await api.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kill", default="10,100,1000", help="agent counts for the kill")
+    parser.add_argument("--burst", default="200,1000", help="agent counts for the burst")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the operator with py-spy in each burst"
+    )
+    args = parser.parse_args()
+
+    def sizes(text: str) -> list[int]:
+        return [int(s) for s in text.split(",") if s]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = localcluster.endpoints(localcluster.default_layout())
+        own = None if shared else localcluster.Layout(Path(tmp) / "cluster")
+        valkey_proc, valkey_url = localvalkey.start(Path(tmp) / "valkey")
+        try:
+            endpoints = shared or localcluster.up(own, start_valkey=False)  # type: ignore[arg-type]
+            subprocess.run(
+                [KUBECTL, "apply", "--server-side", "-f", str(REPO / "crds")],
+                env={**os.environ, "KUBECONFIG": str(endpoints.kubeconfig)},
+                check=True,
+                capture_output=True,
+            )
+            figures = asyncio.run(
+                run(
+                    sizes(args.kill),
+                    sizes(args.burst),
+                    endpoints.kubeconfig,
+                    valkey_url,
+                    args.profile,
+                )
+            )
+        finally:
+            procs.stop(valkey_proc)
+            if own is not None:
+                localcluster.down(own)
+    print(f"{'measure':<52}{'operator':>10}{'floor':>10}{'ratio':>8}")
+    for measure, ours, floor in figures.rows:
+        print(f"{measure:<52}{ours:>10.1f}{floor:>10.1f}{ours / floor:>8.2f}")
+    for note in figures.notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()
