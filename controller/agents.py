@@ -403,7 +403,7 @@ class Agents:
             return
         for key in admission.next_up(self.store.line(), self.store.held(), limits):
             if key != done:
-                self.queue.add(key)
+                self.queue.add(key, urgent=True)  # a freed slot is not left idle behind a burst
 
     def namespace_limit_changed(self, namespace: str) -> None:
         """A namespace's cap changed: its waiting agents look again (to start, or to say

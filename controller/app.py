@@ -100,22 +100,23 @@ class Operator:
 
     # --- the intake (handlers.Intake) ---
 
-    def agent_event(self, body: dict[str, Any], gone: bool) -> None:
+    def agent_event(self, body: dict[str, Any], gone: bool, listed: bool = False) -> None:
         self.metrics.watch_events.labels("agent", _type(gone)).inc()
         if self.store.observe_agent(body, gone):
             key = store.key_of(body)
             # A change to an agent under way (a kill, a deletion) goes before new agents
-            # waiting to be spawned: a burst of creations never delays what is observed.
-            urgent = gone or bool(body.get("status"))
+            # waiting to be spawned: a burst of creations never delays what is observed. A
+            # listing (at start-up, a relist) is no such change: it goes behind them.
+            urgent = not listed and (gone or bool(body.get("status")))
             self.agents_queue.add(key, urgent=urgent)
             self.mirror_queue.add(key, urgent=urgent)
 
-    def pod_event(self, body: dict[str, Any], gone: bool) -> None:
+    def pod_event(self, body: dict[str, Any], gone: bool, listed: bool = False) -> None:
         self.metrics.watch_events.labels("pod", _type(gone)).inc()
         key = self.store.observe_pod(body, gone)
         if key is not None:
             # A Pod started, ended or went: recorded before any new agent is spawned.
-            self.agents_queue.add(key, urgent=True)
+            self.agents_queue.add(key, urgent=not listed)
 
     def switch_event(self, body: dict[str, Any], gone: bool) -> None:
         self.metrics.watch_events.labels("killswitch", _type(gone)).inc()
@@ -150,7 +151,7 @@ class Operator:
         for namespace in self.namespaces or (None,):
             listed += await self.api.list_agents(namespace)
         for body in listed:
-            self.agent_event(body, gone=False)
+            self.agent_event(body, gone=False, listed=True)
         for body in await self.api.list_killswitches():
             self.switch_event(body, gone=False)
         self.mirroring.resync_all()

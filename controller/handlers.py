@@ -20,9 +20,9 @@ from controller import kube, models, workload
 class Intake(Protocol):
     """Where watch events go (``app.Operator``): into the store, then onto the queues."""
 
-    def agent_event(self, body: dict[str, Any], gone: bool) -> None: ...
+    def agent_event(self, body: dict[str, Any], gone: bool, listed: bool = False) -> None: ...
 
-    def pod_event(self, body: dict[str, Any], gone: bool) -> None: ...
+    def pod_event(self, body: dict[str, Any], gone: bool, listed: bool = False) -> None: ...
 
     def switch_event(self, body: dict[str, Any], gone: bool) -> None: ...
 
@@ -58,7 +58,10 @@ def register(
     # The raw event's object is handed over as is: the store keeps a trimmed copy.
     @kopf.on.event(models.GROUP, models.VERSION, "agents", registry=registry)
     async def on_agent_event(event: kopf.RawEvent, **_: Any) -> None:
-        intake.agent_event(_body(event), gone=event["type"] == "DELETED")
+        # kopf's listing (type None) is no news of a change: it goes behind observed changes.
+        intake.agent_event(
+            _body(event), gone=event["type"] == "DELETED", listed=event["type"] is None
+        )
 
     @kopf.on.event(models.GROUP, models.VERSION, "killswitches", registry=registry)
     async def on_killswitch_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -71,7 +74,9 @@ def register(
 
     @kopf.on.event("", "v1", "pods", labels={workload.LABEL_AGENT: kopf.PRESENT}, registry=registry)
     async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
-        intake.pod_event(_body(event), gone=event["type"] == "DELETED")
+        intake.pod_event(
+            _body(event), gone=event["type"] == "DELETED", listed=event["type"] is None
+        )
 
 
 def _body(event: kopf.RawEvent) -> dict[str, Any]:

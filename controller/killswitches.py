@@ -58,7 +58,10 @@ class Killswitches:
             matched = await self._matched(switch)
             live = [key for key, phase in matched if phase not in lifecycle.TERMINAL]
             for key in live:
-                self.agents_queue.add(key, urgent=True)  # kills go before spawns
+                # Kills go before spawns; an agent already stopping is driven by its Pod's
+                # events, and a recount of it is no news.
+                status = (self.store.agent(key) or {}).get("status") or {}
+                self.agents_queue.add(key, urgent=not status.get("stopping"))
             # Never lowered while engaged: a killed agent deleted since (by its TTL, or by a
             # user) was matched and is finished all the same.
             counted = max(len(matched), before.matched if before.engaged_at else 0)

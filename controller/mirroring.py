@@ -76,8 +76,9 @@ class Mirroring:
         self._forced: set[str] = set()  # keys whose record must be read, not assumed
 
     def switch_changed(self, name: str) -> None:
-        """The switch's status was written (or first seen): its record is to follow."""
-        self.queue.add(SWITCH_PREFIX + name)
+        """The switch's status was written (or first seen): its record is to follow, before
+        anti-entropy's backlog."""
+        self.queue.add(SWITCH_PREFIX + name, urgent=True)
 
     # --- anti-entropy ---
 
@@ -88,7 +89,7 @@ class Mirroring:
             self._forced.add(key)
             self.queue.add(key)
         for name in self.store.switch_names():
-            self.switch_changed(name)
+            self.queue.add(SWITCH_PREFIX + name)
 
     async def resync_every(self, interval: float) -> None:
         """``resync_all`` every ``interval`` seconds, until cancelled."""

@@ -120,11 +120,11 @@ class WorkQueue:
             RateLimiter(monotonic=monotonic) if rate_limiter is None else rate_limiter
         )
         self._monotonic = monotonic
-        # Handed out in this order, the urgent lane first (an entry whose key was handed out
-        # from the other lane meanwhile is stale, and skipped).
-        self._ready: collections.deque[str] = collections.deque()
-        self._urgent: collections.deque[str] = collections.deque()
-        self._urgent_keys: set[str] = set()  # waiting keys that go in the urgent lane
+        # Handed out in insertion order, the urgent lane first; a key is in at most one lane.
+        self._ready: dict[str, None] = {}
+        self._urgent: dict[str, None] = {}
+        self._urgent_keys: set[str] = set()  # keys added urgent, until handed out
+        self._held_urgent: set[str] = set()  # handed out urgent: a requeue keeps the lane
         # Keys that need processing: those in _ready, and those added while processing.
         self._dirty: set[str] = set()
         self._processing: set[str] = set()  # handed out by get(), not yet done()
@@ -143,36 +143,40 @@ class WorkQueue:
         if key in self._dirty:
             if urgent and key not in self._urgent_keys:
                 self._urgent_keys.add(key)
-                if key not in self._processing:
-                    self._urgent.append(key)  # its entry in the other lane goes stale
+                if self._ready.pop(key, False) is None:  # it was waiting: it moves up
+                    self._urgent[key] = None
             return
         self._dirty.add(key)
         if urgent:
             self._urgent_keys.add(key)
         if key in self._processing:
             return  # done() puts it back: never two workers on one key
-        self._lane(key).append(key)
+        self._lane(key)[key] = None
         self._wake_one_getter()
 
-    def _lane(self, key: str) -> collections.deque[str]:
+    def was_urgent(self, key: str) -> bool:
+        """Whether ``key``, now with a worker, was handed out from the urgent lane."""
+        return key in self._held_urgent
+
+    def _lane(self, key: str) -> dict[str, None]:
         return self._urgent if key in self._urgent_keys else self._ready
 
     def _pop_ready(self) -> str | None:
-        """The next key to hand out, urgent ones first; None if only stale entries were left."""
+        """The next key to hand out, urgent ones first; None if there is none."""
         for lane in (self._urgent, self._ready):
-            while lane:
-                key = lane.popleft()
-                if key in self._dirty and key not in self._processing:
-                    return key
+            if lane:
+                key = next(iter(lane))
+                del lane[key]
+                return key
         return None
 
-    def add_after(self, key: str, delay: float) -> None:
+    def add_after(self, key: str, delay: float, urgent: bool = False) -> None:
         """Add ``key`` in ``delay`` seconds (at once if <= 0). Of two times asked for one
         key, the earlier stands. Needs a running event loop for a positive delay."""
         if self._shutting_down:
             return
         if delay <= 0:
-            self.add(key)
+            self.add(key, urgent)
             return
         due = self._monotonic() + delay
         scheduled = self._due.get(key)
@@ -181,11 +185,11 @@ class WorkQueue:
                 return  # a later time never postpones a sooner one
             self._timers[key].cancel()
         self._due[key] = due
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key, urgent)
 
-    def add_rate_limited(self, key: str) -> None:
+    def add_rate_limited(self, key: str, urgent: bool = False) -> None:
         """Add ``key`` after the rate limiter's delay for it (one more failure counted)."""
-        self.add_after(key, self._rate_limiter.when(key))
+        self.add_after(key, self._rate_limiter.when(key), urgent)
 
     def forget(self, key: str) -> None:
         """Stop the backoff for ``key`` (it succeeded): its next failure waits the base delay."""
@@ -213,7 +217,9 @@ class WorkQueue:
                         self._getters.remove(getter)
                 raise
         self._dirty.discard(key)
-        self._urgent_keys.discard(key)
+        if key in self._urgent_keys:
+            self._urgent_keys.discard(key)
+            self._held_urgent.add(key)
         self._processing.add(key)
         return key
 
@@ -222,8 +228,9 @@ class WorkQueue:
         if key not in self._processing:
             return  # not handed out (or done twice): nothing to finish, nothing to re-queue
         self._processing.remove(key)
+        self._held_urgent.discard(key)
         if key in self._dirty:
-            self._lane(key).append(key)
+            self._lane(key)[key] = None
             self._wake_one_getter()
         if not self._processing:
             _wake_all(self._drainers)
@@ -231,7 +238,7 @@ class WorkQueue:
     def __len__(self) -> int:
         """Keys waiting to be handed out now (not the delayed ones, nor those that go back
         on when their worker is done)."""
-        return sum(1 for key in self._dirty if key not in self._processing)
+        return len(self._ready) + len(self._urgent)
 
     @property
     def processing(self) -> int:
@@ -264,6 +271,7 @@ class WorkQueue:
         self._ready.clear()
         self._urgent.clear()
         self._urgent_keys.clear()
+        self._held_urgent.clear()
         self._dirty.clear()  # nor does done() put a key back
         if self._processing:
             drained = asyncio.get_running_loop().create_future()
@@ -274,9 +282,9 @@ class WorkQueue:
     def shutting_down(self) -> bool:
         return self._shutting_down
 
-    def _fire(self, key: str) -> None:
+    def _fire(self, key: str, urgent: bool) -> None:
         del self._due[key], self._timers[key]
-        self.add(key)
+        self.add(key, urgent)
 
     def _due_in(self, key: str) -> float:
         """Seconds until delayed ``key`` is added; 0 if it is not delayed."""
@@ -326,10 +334,12 @@ async def run_workers(
                 key = await queue.get()
             except ShutDown:
                 return
+            # A retry, a requeue or a look later keeps the key's lane.
+            urgent = queue.was_urgent(key)
             try:
                 result = await reconcile(key)
             except Exception as exc:
-                queue.add_rate_limited(key)
+                queue.add_rate_limited(key, urgent)
                 delay = queue._due_in(key)  # the earlier-time rule may make it sooner
                 if on_error is not None:
                     on_error(key, exc, delay)
@@ -345,9 +355,9 @@ async def run_workers(
             else:
                 queue.forget(key)
                 if result.requeue:
-                    queue.add(key)
+                    queue.add(key, urgent)
                 elif result.requeue_after is not None:
-                    queue.add_after(key, result.requeue_after)
+                    queue.add_after(key, result.requeue_after, urgent)
             finally:
                 queue.done(key)
             # A pass that never waited on I/O must not starve the loop (watches, timers,

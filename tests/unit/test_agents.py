@@ -491,3 +491,17 @@ def test_a_pods_change_is_worked_on_before_new_agents() -> None:
         return await op.agents_queue.get()
 
     assert asyncio.run(first()) == KEY
+
+
+def test_a_listing_at_start_up_goes_behind_new_agents() -> None:
+    api = recorded_agent("Spawning", "Running")
+    op, _ = operator(api)
+    new = agent_body()
+    new["metadata"].update(name="new-0", uid="uid-new-0")
+    op.agent_event(new, gone=False)
+    asyncio.run(op.prime())  # lists the running agent: no news of a change
+
+    async def first() -> str:
+        return await op.agents_queue.get()
+
+    assert asyncio.run(first()) == "team-a/new-0"

@@ -512,3 +512,27 @@ def test_a_key_made_urgent_while_processing_goes_back_urgent() -> None:
         return [await queue.get() for _ in range(2)]
 
     assert asyncio.run(order()) == ["a", "b"]
+
+
+def test_an_urgent_key_requeued_after_a_conflict_stays_urgent() -> None:
+    order: list[str] = []
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue()
+
+        async def reconcile(key: str) -> workqueue.Result:
+            order.append(key)
+            if key == "kill" and order.count("kill") == 1:
+                for i in range(3):
+                    queue.add(f"new-{i}")
+                return workqueue.Result(requeue=True)  # decided on a stale read
+            if len(order) == 5:
+                queue.shut_down()
+            return workqueue.Result()
+
+        queue.add("kill", urgent=True)
+        async with asyncio.timeout(5):
+            await workqueue.run_workers(queue, reconcile, 1)
+
+    asyncio.run(scenario())
+    assert order[:2] == ["kill", "kill"]
