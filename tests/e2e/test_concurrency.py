@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
-from tests.conftest import KUBECTL, Cluster, Operators
+from tests.conftest import Cluster, Operators
 from tests.e2e import views
 from tests.helpers import wait_for
 
@@ -22,23 +20,9 @@ pytestmark = pytest.mark.usefixtures("crds")
 class PodWatch:
     """Every Pod event of a namespace, in the API server's order, from `kubectl get -w`."""
 
-    process: subprocess.Popen[str]
     phases: dict[str, str] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     most_live: int = 0
-
-    def follow(self) -> None:
-        assert self.process.stdout is not None
-        decoder, buffer = json.JSONDecoder(), ""
-        for line in self.process.stdout:
-            buffer += line
-            while buffer.strip():
-                try:
-                    event, end = decoder.raw_decode(buffer.lstrip())
-                except ValueError:
-                    break  # an object not complete yet
-                buffer = buffer.lstrip()[end:]
-                self.seen(event)
 
     def seen(self, event: dict[str, object]) -> None:
         pod = event["object"]
@@ -56,24 +40,9 @@ class PodWatch:
 
 @pytest.fixture
 def pod_watch(cluster: Cluster, namespace: str) -> Iterator[PodWatch]:
-    process = subprocess.Popen(
-        [KUBECTL, "get", "pods", "-n", namespace, "--watch", "--output-watch-events", "-o", "json"],
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    watch = PodWatch(process)
-    thread = threading.Thread(target=watch.follow, daemon=True)
-    thread.start()
-    try:
+    watch = PodWatch()
+    with views.kubectl_watch(cluster, watch.seen, "pods", "-n", namespace):
         yield watch
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        thread.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def agents_yaml(count: int) -> str:

@@ -4,8 +4,6 @@ and namespaces share the operator's slots without starving each other."""
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from controller import admission
-from tests.conftest import KUBECTL, Cluster, Operators, fresh_namespace
+from tests.conftest import Cluster, Operators, fresh_namespace
 from tests.e2e import views
 from tests.e2e.test_concurrency import agents_yaml
 from tests.e2e.test_plugin import agents as kubectl_agents
@@ -28,26 +26,12 @@ pytestmark = pytest.mark.usefixtures("crds")
 class LivePods:
     """Live Pods per namespace over time, from one `kubectl get pods -A -w` of the namespaces."""
 
-    process: subprocess.Popen[str]
     namespaces: tuple[str, ...]
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
     most: Counter[str] = field(default_factory=Counter)
     most_in_all: int = 0
     # The most Pods both namespaces had live at one moment: min over the two, maxed over time.
     most_shared: int = 0
-
-    def follow(self) -> None:
-        assert self.process.stdout is not None
-        decoder, buffer = json.JSONDecoder(), ""
-        for line in self.process.stdout:
-            buffer += line
-            while buffer.strip():
-                try:
-                    event, end = decoder.raw_decode(buffer.lstrip())
-                except ValueError:
-                    break
-                buffer = buffer.lstrip()[end:]
-                self.seen(event)
 
     def seen(self, event: dict[str, object]) -> None:
         pod = event["object"]
@@ -77,24 +61,9 @@ def two_namespaces(cluster: Cluster) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def live_pods(cluster: Cluster, two_namespaces: tuple[str, str]) -> Iterator[LivePods]:
-    process = subprocess.Popen(
-        [KUBECTL, "get", "pods", "-A", "--watch", "--output-watch-events", "-o", "json"],
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    watch = LivePods(process, two_namespaces)
-    thread = threading.Thread(target=watch.follow, daemon=True)
-    thread.start()
-    try:
+    watch = LivePods(two_namespaces)
+    with views.kubectl_watch(cluster, watch.seen, "pods", "-A"):
         yield watch
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        thread.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def annotate(cluster: Cluster, namespace: str, value: str) -> None:

@@ -9,8 +9,6 @@ deletion arrived) against the Agent's own ``status.completedAt``.
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 
 from controller import models
-from tests.conftest import KUBECTL, Cluster, Operator, Operators
+from tests.conftest import Cluster, Operator, Operators
 from tests.e2e import views
 from tests.e2e.test_operator import SIM, apply, events_of, manifest, patch_spec
 from tests.e2e.views import Feed
@@ -34,25 +32,12 @@ SLACK = 2.0  # seconds either side of the TTL that a deletion may land
 class AgentWatch:
     """Every Agent event of a namespace from `kubectl get -w`, each stamped as it arrived."""
 
-    process: subprocess.Popen[str]
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> the last body seen
     deleting_at: dict[str, float] = field(default_factory=dict)  # name -> first sign of deletion
     gone: set[str] = field(default_factory=set)
 
-    def follow(self) -> None:
-        assert self.process.stdout is not None
-        decoder, buffer = json.JSONDecoder(), ""
-        for line in self.process.stdout:
-            buffer += line
-            while buffer.strip():
-                try:
-                    event, end = decoder.raw_decode(buffer.lstrip())
-                except ValueError:
-                    break  # an object not complete yet
-                buffer = buffer.lstrip()[end:]
-                self.seen(event, time.time())
-
-    def seen(self, event: dict[str, Any], arrived: float) -> None:
+    def seen(self, event: dict[str, Any]) -> None:
+        arrived = time.time()
         body = event["object"]
         name = body["metadata"]["name"]
         if event["type"] == "DELETED" or body["metadata"].get("deletionTimestamp"):
@@ -81,34 +66,9 @@ class AgentWatch:
 
 @pytest.fixture
 def agent_watch(cluster: Cluster, namespace: str) -> Iterator[AgentWatch]:
-    process = subprocess.Popen(
-        [
-            KUBECTL,
-            "get",
-            "agents",
-            "-n",
-            namespace,
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            "json",
-        ],
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    watch = AgentWatch(process)
-    thread = threading.Thread(target=watch.follow, daemon=True)
-    thread.start()
-    try:
+    watch = AgentWatch()
+    with views.kubectl_watch(cluster, watch.seen, "agents", "-n", namespace):
         yield watch
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        thread.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def ended_by_deletion(url: str, feed: Feed, body: dict[str, Any], last: str) -> list[str]:

@@ -9,14 +9,17 @@ subscriber received them) and in the stream, in order, no gap, no duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 
 from controller import lifecycle
-from tests.conftest import Cluster
+from tests.conftest import KUBECTL, Cluster
 
 CHANNEL = "orchestrator:events"
 STREAM = "orchestrator:events:stream"
@@ -141,3 +144,42 @@ def check(
     for entry in history:
         assert entry["phase"] in events_section, f"no {entry['phase']} event in describe"
     return body
+
+
+@contextlib.contextmanager
+def kubectl_watch(
+    cluster: Cluster, seen: Callable[[dict[str, Any]], None], *args: str
+) -> Iterator[None]:
+    """`kubectl get ARGS --watch`: each event, in the API server's order, handed to ``seen``
+    from a thread as it arrives; the kubectl is stopped (by its pid) at the end."""
+    process = subprocess.Popen(
+        [KUBECTL, "get", *args, "--watch", "--output-watch-events", "-o", "json"],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+    def follow() -> None:
+        assert process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in process.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    event, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break  # an object not complete yet
+                buffer = buffer.lstrip()[end:]
+                seen(event)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        thread.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
