@@ -473,6 +473,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def disagreements(listed: list[dict[str, Any]], valkey_url: str, namespace: str) -> list[str]:
+    """Where status, Valkey record and stream differ for the agents of one namespace (none:
+    nothing was lost). Per agent: the record's phase and seq are the status's, and the
+    stream holds exactly the event ids ``uid-1 .. uid-seq`` (deduped by id, as consumers do)."""
+    client = redis.Redis.from_url(valkey_url, decode_responses=True)
+    try:
+        ids: dict[str, set[int]] = {}
+        last = "-"
+        while True:
+            batch = client.xrange("orchestrator:events:stream", min=last, count=10_000) or []
+            fresh = [(str(at), fields or {}) for at, fields in batch if at != last]
+            if not fresh:
+                break
+            for _, fields in fresh:
+                data = json.loads(fields["event"]).get("data") or {}
+                if data.get("namespace") == namespace and "uid" in data and "seq" in data:
+                    ids.setdefault(str(data["uid"]), set()).add(int(data["seq"]))
+            last = fresh[-1][0]
+        found: list[str] = []
+        pipe = client.pipeline(transaction=False)
+        for body in listed:
+            pipe.hmget(f"orchestrator:agent:{namespace}/{body['metadata']['name']}", "phase", "seq")
+        records = pipe.execute()
+        for body, (phase, seq) in zip(listed, records, strict=True):
+            name, uid = body["metadata"]["name"], body["metadata"]["uid"]
+            state = body.get("status") or {}
+            want = int(state.get("seq") or 0)
+            if (phase, seq) != (state.get("phase"), str(want)):
+                found.append(f"{name}: status {state.get('phase')}/{want}, Valkey {phase}/{seq}")
+            elif ids.get(uid, set()) != set(range(1, want + 1)):
+                found.append(f"{name}: stream seqs {sorted(ids.get(uid, set()))}, status {want}")
+        return found
+    finally:
+        client.close()
+
+
 # --- the runs ---
 
 
@@ -612,6 +648,21 @@ async def burst_run(
         histogram_after = status_patch_histogram(env)
         cpu = operator.cpu_seconds() - cpu_before
         rss = operator.peak_rss_mib()
+        # Nothing lost: once the mirror has caught up, status, Valkey and stream agree.
+        listed = await items(api, f"{GROUP}/namespaces/{namespace}/agents")
+        lost: list[str] = []
+
+        async def mirrored() -> bool:
+            lost[:] = await asyncio.to_thread(disagreements, listed, valkey_url, namespace)
+            return not lost
+
+        with contextlib.suppress(TimeoutError):
+            await until(mirrored, 120, "the mirror to catch up")
+        out.notes.append(
+            f"burst {size}: status, Valkey and stream agree for all {len(listed)} agents"
+            if not lost
+            else f"burst {size}: {len(lost)} agents DISAGREE, first: {'; '.join(lost[:3])}"
+        )
         if profiler is not None:
             out.notes.append(f"burst {size}: the operator's CPU by function (self time):")
             out.notes.extend(f"    {line}" for line in profiler.top())

@@ -45,7 +45,7 @@ def pod_watch(cluster: Cluster, namespace: str) -> Iterator[PodWatch]:
         yield watch
 
 
-def agents_yaml(count: int) -> str:
+def agents_yaml(count: int, run_for: str = "2s") -> str:
     return yaml.safe_dump_all(
         [
             {
@@ -56,7 +56,7 @@ def agents_yaml(count: int) -> str:
                     "taskId": f"TASK-{i}",
                     "template": {
                         "metadata": {
-                            "annotations": {"sim.orchestrator.mosaicstack.dev/run-for": "2s"}
+                            "annotations": {"sim.orchestrator.mosaicstack.dev/run-for": run_for}
                         },
                         "spec": {
                             "containers": [{"name": "agent", "image": "registry.example/a:1"}]

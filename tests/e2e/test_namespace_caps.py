@@ -88,8 +88,13 @@ def test_caps_of_2_and_3_under_a_global_4_share_the_slots(
     annotate(crds, small, "2")
     annotate(crds, large, "3")
     operators.start(valkey_url, f"{small},{large}", MAX_CONCURRENT_AGENTS="4")
-    for namespace in two_namespaces:
-        crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=agents_yaml(10))
+    # The small namespace first, until it holds its two slots: then the large one can take
+    # only the other two, and its queued agents are held by the operator's limit, not its cap
+    # (were the large one first, it would rightly hold three and its cap would be the reason).
+    # Lives of 4 s keep those slots held while the large namespace's agents are queued.
+    crds.kubectl("apply", "-n", small, "-f", "-", stdin=agents_yaml(10, run_for="4s"))
+    wait_for(lambda: live_pods.most[small] == 2 or None, 30, f"two Pods in {small}")
+    crds.kubectl("apply", "-n", large, "-f", "-", stdin=agents_yaml(10, run_for="4s"))
 
     def queued(namespace: str) -> dict[str, object] | None:
         agent = views.agent(crds, namespace, "agent-09")
