@@ -177,11 +177,16 @@ def test_probes_say_live_and_ready_and_metrics_count_what_happened(
         "counted to complete",
     )
 
-    def completed_in_metrics() -> str | None:
-        text = get(f"{base}/metrics")[1]
-        return text if 'phase="Completed"' in text else None
+    mirrored = (
+        'agent_operator_transition_latency_seconds_count{stage="mirrored",to_phase="Completed"}'
+    )
 
-    text = wait_for(completed_in_metrics, 10, "the metrics to show the Completed agent")
+    def completed_in_metrics() -> str | None:
+        # The mirror follows the status in its own time: wait for its count too.
+        text = get(f"{base}/metrics")[1]
+        return text if 'phase="Completed"' in text and metric(text, mirrored) else None
+
+    text = wait_for(completed_in_metrics, 10, "the metrics to show the Completed agent mirrored")
     assert metric(text, 'agent_operator_agents{phase="Completed"}') == 1
     for before, after in (
         ("Pending", "Spawning"),
