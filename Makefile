@@ -44,8 +44,10 @@ status: $(STAMP) ## show what `make up` has running
 run: $(STAMP) ## up, install CRDs, run the operator in the foreground; Ctrl-C stops all it started
 	$(PY) -m localcluster run
 
-crds: $(STAMP) ## render crds/*.yaml and the chart's crds/ from the models (commit the result)
+crds: $(STAMP) ## render crds/*.yaml and the chart's crds/ from the models, copy deploy/'s policies and roles into the chart (commit the result)
 	$(PY) -m controller.crd crds charts/agent-lifecycle-operator/crds
+	cp deploy/base/admission.yaml deploy/base/roles.yaml charts/agent-lifecycle-operator/files/
+	cp deploy/template-guard/policy.yaml charts/agent-lifecycle-operator/files/template-guard-policy.yaml
 
 bench: $(STAMP) ## the benchmarks under benchmarks/, beside their baselines and floors (not in CI)
 	$(PY) -m benchmarks.mirror

@@ -308,6 +308,8 @@ class Agents:
             )
             kind = "Warning" if transition.to is lifecycle.Phase.FAILED else "Normal"
             sentence = transition.error or transition.message or transition.reason
+            if transition.by:
+                sentence = f"{sentence} (killed by {transition.by})"
             await self.kube.post_event(_target(agent), kind, transition.to, sentence)
             if transition.to in lifecycle.TERMINAL:
                 await self._recount_switches(agent)
@@ -316,7 +318,7 @@ class Agents:
     async def _note_stopping(self, agent: models.Agent, kill: lifecycle.Kill) -> models.Agent:
         """Before the Pod is deleted, the kill goes on record: once stopping has begun the
         agent ends Killed for this reason, whatever becomes of the kill's cause."""
-        stopping = models.Stopping(reason=kill.reason, message=kill.message)
+        stopping = models.Stopping(reason=kill.reason, message=kill.message, by=kill.by or None)
         if agent.status.stopping == stopping:
             return agent
         return await self._write_status(

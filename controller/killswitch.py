@@ -20,11 +20,19 @@ from controller import lifecycle, models
 class Switch:
     name: str
     spec: models.KillswitchSpec
+    engaged_by: str = ""  # who last engaged it, as the API server knew them
+    disengaged_by: str = ""  # who last disengaged it
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Switch:
         spec = models.KillswitchSpec.model_validate(body.get("spec") or {})
-        return cls(str(body["metadata"]["name"]), spec)
+        annotations = body["metadata"].get("annotations") or {}
+        return cls(
+            str(body["metadata"]["name"]),
+            spec,
+            str(annotations.get(models.ENGAGED_BY, "")),
+            str(annotations.get(models.DISENGAGED_BY, "")),
+        )
 
 
 def matches(selector: models.LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -80,12 +88,15 @@ def kill(
     if agent.metadata.deletion_timestamp is not None:
         return lifecycle.Kill(lifecycle.Reason.AGENT_DELETED, "the Agent was deleted")
     if agent.spec.desired_phase is models.DesiredPhase.KILLED:
-        return lifecycle.Kill(lifecycle.Reason.KILLED, agent.spec.kill_reason)
+        by = agent.metadata.annotations.get(models.KILLED_BY, "")
+        return lifecycle.Kill(lifecycle.Reason.KILLED, agent.spec.kill_reason, by)
     for switch in sorted(switches, key=lambda s: s.name):
         if catches(switch, namespace_labels, agent.metadata.labels):
             reason = switch.spec.reason or "no reason given"
             return lifecycle.Kill(
-                lifecycle.Reason.KILLSWITCH_ENGAGED, f"killswitch {switch.name}: {reason}"
+                lifecycle.Reason.KILLSWITCH_ENGAGED,
+                f"killswitch {switch.name}: {reason}",
+                switch.engaged_by,
             )
     return None
 

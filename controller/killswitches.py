@@ -70,10 +70,19 @@ class Killswitches:
                 matched=counted,
                 killed=counted - len(live),
                 completed_at=before.completed_at or (None if live else now),
+                engaged_by=switch.engaged_by or None,
+                disengaged_by=before.disengaged_by,
             )
         else:
             # Disengaged: no new kills, nothing revived; the last counts stay on record.
-            after = before.model_copy(update={"engaged_at": None, "completed_at": None})
+            after = before.model_copy(
+                update={
+                    "engaged_at": None,
+                    "completed_at": None,
+                    "engaged_by": None,
+                    "disengaged_by": switch.disengaged_by or None,
+                }
+            )
         if after != before:
             dumped = after.model_dump(by_alias=True, mode="json")
             written = await self.kube.write_killswitch_status(

@@ -32,6 +32,8 @@ COMPONENT: Final = "agent-lifecycle-operator"
 AGENTS: Final = f"/apis/{models.API_VERSION}"
 # Without KUBECONFIG (read by settings, never here): kubectl's default file.
 DEFAULT_KUBECONFIG: Final = str(pathlib.Path("~/.kube/config").expanduser())
+# The phrase of the API server's Pod Security admission when it refuses an object.
+POD_SECURITY: Final = "violates PodSecurity"
 
 
 class KubernetesUnavailable(RuntimeError):
@@ -55,7 +57,8 @@ class Conflict(ApiError):
 
 
 class Invalid(ApiError):
-    """The API server refused the object as invalid (HTTP 400/422)."""
+    """The API server refused the object as invalid (HTTP 400/422), or as violating the
+    namespace's Pod Security level (HTTP 403, ``POD_SECURITY`` in its message)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ def _error(status: int, text: str) -> ApiError:
     except (ValueError, AttributeError):
         message = text
     kind = {404: NotFound, 409: Conflict, 400: Invalid, 422: Invalid}.get(status, ApiError)
+    if status == 403 and POD_SECURITY in message:
+        # The namespace's Pod Security level refuses the object as written: no retry makes
+        # it pass (unlike a 403 of RBAC or of an exhausted quota, which may pass later).
+        kind = Invalid
     return kind(status, message)
 
 

@@ -92,6 +92,7 @@ class Transition:
     reason: str
     message: str = ""
     error: str = ""
+    by: str = ""  # for Killed: who asked for the kill ("" when unknown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Kill:
 
     reason: str
     message: str = ""
+    by: str = ""  # who asked, as the API server knew them; "" when unknown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +269,7 @@ def decide(
     if kill is not None and (workload.stopping or state is WorkloadState.ABSENT):
         if state in _LIVE:
             return done()  # stopping: Killed is recorded once it has ended or is gone
-        life = record(Transition(Phase.KILLED, now, kill.reason, message=kill.message))
+        life = record(Transition(Phase.KILLED, now, kill.reason, kill.message, by=kill.by))
         return done()
 
     outcome = _ENDED.get(state)

@@ -350,6 +350,7 @@ class Step:
     started_at: datetime.datetime | None = None
     completed_at: datetime.datetime | None = None
     pod_name: str | None = None
+    killed_by: str = ""
 
 
 class Outcome(enum.StrEnum):
@@ -410,6 +411,7 @@ def _data(
             "error": step.error,
             "startedAt": step.started_at,
             "completedAt": step.completed_at,
+            "killedBy": step.killed_by,
         }
     )
 
@@ -438,6 +440,7 @@ def steps(status: models.AgentStatus) -> list[Step]:
                 started_at=status.started_at if reached_running else None,
                 completed_at=entry.at if entry.phase in lifecycle.TERMINAL else None,
                 pod_name=status.pod_name,
+                killed_by=(status.killed_by or "") if entry.phase is lifecycle.Phase.KILLED else "",
             )
         )
         previous = entry.phase
@@ -449,8 +452,12 @@ def killswitch_event(
     spec: models.KillswitchSpec,
     status: models.KillswitchStatus,
     at: datetime.datetime,
+    engaged_by: str = "",
+    disengaged_by: str = "",
 ) -> models.CloudEvent:
-    """``killswitch.engaged`` or ``killswitch.disengaged``."""
+    """``killswitch.engaged`` or ``killswitch.disengaged``; ``engaged_by`` and
+    ``disengaged_by`` are who last did each, from the switch's audit annotations (they
+    arrive with the change itself, before the switch's status is written)."""
     state = "engaged" if spec.engaged else "disengaged"
     return models.CloudEvent(
         id=f"killswitch-{name}-{state}-{int(at.timestamp() * 1000)}",
@@ -465,6 +472,8 @@ def killswitch_event(
             "matched": status.matched,
             "killed": status.killed,
             "completedAt": _time(status.completed_at) or None,
+            "engagedBy": engaged_by,
+            "disengagedBy": disengaged_by,
         },
     )
 
@@ -629,6 +638,8 @@ class Mirror:
         spec: models.KillswitchSpec,
         status: models.KillswitchStatus,
         at: datetime.datetime,
+        engaged_by: str = "",
+        disengaged_by: str = "",
     ) -> bool:
         """Write the killswitch's hash, and announce it when its engaged state changed
         since the record (first sight: only an engaged one). True when announced.
@@ -643,12 +654,14 @@ class Mirror:
             "matched": status.matched,
             "killed": status.killed,
             "completedAt": _time(status.completed_at),
+            "engagedBy": engaged_by,
+            "disengagedBy": disengaged_by,
         }
         args: list[str | int] = [
             engaged,
             self.channel,
             self.stream_maxlen,
-            killswitch_event(name, spec, status, at).to_json(),
+            killswitch_event(name, spec, status, at, engaged_by, disengaged_by).to_json(),
             *(item for pair in fields.items() for item in pair),
         ]
         async with self._bounded():

@@ -209,8 +209,13 @@ class Mirroring:
             return
         switch = killswitch.Switch.of(body)
         state = models.KillswitchStatus.model_validate(body.get("status") or {})
-        if await self.valkey.record_killswitch(name, switch.spec, state, self.clock()):
-            log.info("killswitch %s %s", name, "engaged" if switch.spec.engaged else "disengaged")
+        recorded = await self.valkey.record_killswitch(
+            name, switch.spec, state, self.clock(), switch.engaged_by, switch.disengaged_by
+        )
+        if recorded:
+            state_now = "engaged" if switch.spec.engaged else "disengaged"
+            by = switch.engaged_by if switch.spec.engaged else switch.disengaged_by
+            log.info("killswitch %s %s%s", name, state_now, f" by {by}" if by else "")
 
 
 def _deleting(agent: models.Agent, body: dict[str, Any]) -> bool:

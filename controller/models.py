@@ -23,6 +23,13 @@ API_VERSION: Final = "orchestrator.mosaicstack.dev/v1alpha1"  # GROUP/VERSION
 
 # Held on every Agent until its ending and its agent.deleted are on record.
 FINALIZER: Final = f"{GROUP}/finalizer"
+
+# Who asked, stamped by the API server (deploy/base/audit.yaml, a MutatingAdmissionPolicy)
+# from the request's authenticated user: whatever a client writes there is replaced.
+KILLED_BY: Final = f"{GROUP}/killed-by"  # on an Agent: who set desiredPhase Killed
+ENGAGED_BY: Final = f"{GROUP}/engaged-by"  # on a Killswitch: who last engaged it
+DISENGAGED_BY: Final = f"{GROUP}/disengaged-by"  # on a Killswitch: who last disengaged it
+AUDIT_ANNOTATIONS: Final = (KILLED_BY, ENGAGED_BY, DISENGAGED_BY)
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -181,6 +188,7 @@ class Stopping(_Model):
 
     reason: Annotated[str, pydantic.Field(max_length=128)]
     message: Annotated[str, pydantic.Field(max_length=1024)] = ""
+    by: Annotated[str | None, pydantic.Field(max_length=1024)] = None  # who asked, if known
 
 
 class AgentStatus(_Model):
@@ -192,6 +200,9 @@ class AgentStatus(_Model):
     completed_at: Timestamp | None = None
     pod_name: str | None = None
     stopping: Stopping | None = None
+    # Who asked for the kill, as the API server knew them (the spec's kill: the user who
+    # set desiredPhase Killed; a killswitch's: who engaged it); set with phase Killed.
+    killed_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
     observed_generation: int | None = None
     seq: Annotated[int, pydantic.Field(ge=0)] = 0
     history: Annotated[list[HistoryEntry], pydantic.Field(max_length=16)] = []
@@ -207,7 +218,7 @@ class AgentStatus(_Model):
             completed_at=self.completed_at,
             spawning_since=spawning,
             stopping=(
-                lifecycle.Kill(self.stopping.reason, self.stopping.message)
+                lifecycle.Kill(self.stopping.reason, self.stopping.message, self.stopping.by or "")
                 if self.stopping is not None
                 else None
             ),
@@ -230,6 +241,7 @@ class ObjectMeta(pydantic.BaseModel):
     creation_timestamp: datetime.datetime | None = pydantic.Field(None, alias="creationTimestamp")
     deletion_timestamp: datetime.datetime | None = pydantic.Field(None, alias="deletionTimestamp")
     labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
 
 
 class Agent(pydantic.BaseModel):
@@ -285,6 +297,9 @@ class KillswitchStatus(_Model):
     matched: Annotated[int, pydantic.Field(ge=0)] = 0
     killed: Annotated[int, pydantic.Field(ge=0)] = 0
     completed_at: Timestamp | None = None
+    # Who engaged it (while engaged) and who last disengaged it, as the API server knew them.
+    engaged_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
+    disengaged_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
 
 
 # --- Events (CloudEvents 1.0, structured mode) ---
@@ -323,6 +338,7 @@ class EventData(pydantic.BaseModel):
     error: str
     started_at: Timestamp | None = pydantic.Field(alias="startedAt")
     completed_at: Timestamp | None = pydantic.Field(alias="completedAt")
+    killed_by: str = pydantic.Field("", alias="killedBy")  # agent.killed: who asked
 
 
 class CloudEvent(pydantic.BaseModel):

@@ -217,13 +217,16 @@ async def _switch_status(ctx: Context, name: str | None) -> int:
         listed = [s for s in listed if s["metadata"]["name"] == name]
         if not listed:
             raise Failed(f"killswitch {name} not found")
-    rows = [("NAME", "ENGAGED", "MATCHED", "KILLED", "ENGAGED-AT", "COMPLETED-AT", "REASON")]
+    rows = [("NAME", "ENGAGED", "BY", "MATCHED", "KILLED", "ENGAGED-AT", "COMPLETED-AT", "REASON")]
     for switch in listed:
         spec, status = switch.get("spec", {}), switch.get("status", {})
+        # Who engaged it, while engaged; who disengaged it, once disengaged.
+        by = status.get("engagedBy") if spec.get("engaged") else status.get("disengagedBy")
         rows.append(
             (
                 switch["metadata"]["name"],
                 str(bool(spec.get("engaged"))).lower(),
+                by or "-",
                 str(status.get("matched", 0)),
                 str(status.get("killed", 0)),
                 status.get("engagedAt") or "-",
@@ -265,8 +268,11 @@ def render(event: dict[str, Any], output: str) -> str:
     data = event.get("data", {})
     kind = str(event.get("type", ""))
     if kind.startswith("killswitch."):
-        parts = [event["time"], f"killswitch/{data.get('name')}", kind.split(".")[1]]
-        return "  ".join([*parts, str(data.get("reason") or "")]).rstrip()
+        state = kind.split(".")[1]
+        by = data.get("engagedBy") if state == "engaged" else data.get("disengagedBy")
+        parts = [event["time"], f"killswitch/{data.get('name')}", state]
+        parts += [f"by {by}" if by else "", str(data.get("reason") or "")]
+        return "  ".join(p for p in parts if p).rstrip()
     arrow = f"{data.get('from') or '-'} → {data.get('to')}"
     parts = [
         event["time"],
@@ -276,6 +282,8 @@ def render(event: dict[str, Any], output: str) -> str:
     ]
     if output == "wide":
         parts += [f"seq={data.get('seq')}", f"task={data.get('taskId')}", data.get("message", "")]
+    if data.get("killedBy") and data.get("to") == lifecycle.Phase.KILLED:
+        parts.append(f"by {data['killedBy']}")
     if data.get("error"):
         parts.append(f"error: {data['error']}")
     return "  ".join(str(p) for p in parts if p != "").rstrip()
@@ -361,6 +369,11 @@ async def cmd_status(ctx: Context) -> int:
     if status.get("reason") == lifecycle.Reason.QUEUED:
         # Which limit holds it: the operator's, or its namespace's annotation.
         _say(f"agent/{name}: queued, {status.get('message', '')}")
+    stopping = status.get("stopping") or {}
+    if status.get("killedBy"):
+        _say(f"agent/{name}: killed by {status['killedBy']}")
+    elif stopping.get("by"):
+        _say(f"agent/{name}: being killed, asked by {stopping['by']}")
     if not record:
         _say(f"agent/{name}: Valkey has no record of it")
         return FAILED

@@ -83,6 +83,7 @@ def after(
             "started_at": life.started_at,
             "completed_at": life.completed_at,
             "seq": life.seq,
+            "killed_by": transition.by or status.killed_by,
             "observed_generation": generation,
             "history": [
                 *status.history,

@@ -55,13 +55,23 @@ TOMBSTONES: Final = 4096
 Body = dict[str, Any]
 
 
+def _audit(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Of an object's annotations, only who asked (``models.AUDIT_ANNOTATIONS``)."""
+    annotations = meta.get("annotations") or {}
+    return {k: annotations[k] for k in models.AUDIT_ANNOTATIONS if k in annotations}
+
+
 def trim_agent(body: Mapping[str, Any]) -> Body:
     """An Agent with only what the operator reads."""
     meta = body.get("metadata") or {}
+    kept = {k: meta[k] for k in _AGENT_META if k in meta}
+    audit = _audit(meta)
+    if audit:
+        kept["annotations"] = audit
     return {
         "apiVersion": body.get("apiVersion", models.API_VERSION),
         "kind": body.get("kind", "Agent"),
-        "metadata": {k: meta[k] for k in _AGENT_META if k in meta},
+        "metadata": kept,
         "spec": body.get("spec"),
         "status": body.get("status") or {},
     }
@@ -345,9 +355,11 @@ class Store:
 
     def put_switch(self, body: Mapping[str, Any]) -> None:
         name = str(body["metadata"]["name"])
+        meta = body["metadata"]
         self._switch_bodies[name] = {
             "metadata": {
-                k: body["metadata"][k] for k in ("name", "resourceVersion") if k in body["metadata"]
+                **{k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+                "annotations": _audit(meta),
             },
             "spec": body.get("spec") or {},
             "status": body.get("status") or {},

@@ -179,6 +179,9 @@ def _start_apiserver(layout: Layout, etcd_url: str) -> tuple[procs.Proc, str]:
             f"--tls-private-key-file={p.serving_key}",
             f"--client-ca-file={p.ca_cert}",
             "--authorization-mode=Node,RBAC",
+            # As kubeadm and managed clusters run it: privileged Pods are for each
+            # namespace's Pod Security level to refuse, not for the whole API server.
+            "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",

@@ -27,6 +27,8 @@ KINDS: Final = frozenset(
     {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 )
 TOKEN_DURATION: Final = "4h"
+COMPONENT: Final = "app.kubernetes.io/component"
+PEOPLE: Final = "roles-for-people"
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,14 @@ def render(kubectl: str, workdir: Path, session: str) -> list[dict[str, Any]]:
     rendered = subprocess.run(
         [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in KINDS]
+    return [
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc
+        and doc["kind"] in KINDS
+        # The roles for people (deploy/base/roles.yaml) are no part of the operator's identity.
+        and (doc["metadata"].get("labels") or {}).get(COMPONENT) != PEOPLE
+    ]
 
 
 def service_account(objects: list[dict[str, Any]]) -> tuple[str, str]:

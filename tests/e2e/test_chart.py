@@ -55,9 +55,22 @@ def documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = (doc for doc in docs if doc["kind"] == kind)
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = (
+        doc for doc in docs if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    )
     return found
+
+
+# The cluster-scoped objects deploy/base and the chart share as written: the admission
+# policies (who asked; what a killer may change) and the roles for people.
+SHARED_KINDS: Final = (
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+PEOPLE: Final = ("agent-viewer", "agent-editor", "agent-killer", "agent-switch-operator")
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,8 +110,9 @@ def test_helm_lint_passes_with_and_without_monitoring(helm_home: Path) -> None:
 def test_the_chart_carries_deploys_rbac_security_context_and_env(
     chart: list[dict[str, Any]], base: list[dict[str, Any]]
 ) -> None:
-    for kind in ("ClusterRole", "Role"):
-        assert one(chart, kind)["rules"] == one(base, kind)["rules"], kind
+    assert one(chart, "Role")["rules"] == one(base, "Role")["rules"]
+    operator_role = (one(d, "ClusterRole", NAME)["rules"] for d in (chart, base))
+    assert next(operator_role) == next(operator_role)
     pod, pod_in_base = (one(d, "Deployment")["spec"]["template"]["spec"] for d in (chart, base))
     assert pod["securityContext"] == pod_in_base["securityContext"]
     assert pod["volumes"] == pod_in_base["volumes"]
@@ -125,6 +139,68 @@ def test_the_chart_carries_deploys_rbac_security_context_and_env(
     assert pdb["minAvailable"] == pdb_in_base["minAvailable"]
     # Monitoring is off by default: no object a cluster without Prometheus Operator refuses.
     assert not {"ServiceMonitor", "PrometheusRule"} & {doc["kind"] for doc in chart}
+
+
+def test_the_chart_carries_deploys_admission_policies_and_roles(
+    chart: list[dict[str, Any]], base: list[dict[str, Any]]
+) -> None:
+    def shared(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        found = [
+            doc
+            for doc in docs
+            if doc["kind"] in SHARED_KINDS
+            or (doc["kind"] == "ClusterRole" and doc["metadata"]["name"] in PEOPLE)
+        ]
+        for doc in found:
+            # kustomize does not know these kinds are cluster-scoped and gives them the
+            # base's namespace, which the API server ignores.
+            doc["metadata"].pop("namespace", None)
+        return sorted(found, key=lambda doc: (doc["kind"], doc["metadata"]["name"]))
+
+    assert len(shared(base)) == 6 + len(PEOPLE)
+    assert shared(chart) == shared(base)
+    # The template guard is off by default, in both.
+    guard = "agent-template-guard.orchestrator.mosaicstack.dev"
+    assert guard not in {doc["metadata"]["name"] for doc in chart + base}
+
+
+def test_the_template_guard_is_deploys_policy_bound_to_the_values(helm_home: Path) -> None:
+    docs = documents(
+        ok(
+            helm(
+                helm_home, "template", NAME, str(CHART), "--namespace", "ops",
+                "--set=templateGuard.enabled=true",
+                "--set=templateGuard.allowedRegistries={registry.example/,ghcr.io/team/}",
+                "--set=templateGuard.requiredLimits={memory}",
+            )
+        )
+    )  # fmt: skip
+    shipped = documents(
+        subprocess.run(
+            [KUBECTL, "kustomize", str(REPO / "deploy" / "template-guard")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    policy = "agent-template-guard.orchestrator.mosaicstack.dev"
+    assert one(docs, "ValidatingAdmissionPolicy", policy) == one(
+        shipped, "ValidatingAdmissionPolicy", policy
+    )
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", policy)["spec"]
+    params = one(docs, "ConfigMap", f"{NAME}-template-guard")
+    assert binding["paramRef"] == {
+        "name": f"{NAME}-template-guard",
+        "namespace": "ops",
+        "parameterNotFoundAction": "Deny",
+    }
+    assert params["metadata"]["namespace"] == "ops"
+    assert params["data"] == {
+        "allowedRegistries": "registry.example/,ghcr.io/team/",
+        "allowedServiceAccounts": "default",
+        "requiredLimits": "memory",
+    }
 
 
 def test_values_set_the_operators_settings(helm_home: Path) -> None:

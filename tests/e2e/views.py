@@ -66,12 +66,16 @@ def agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
-def stream(url: str, uid: str) -> list[str]:
-    """This agent's events in the stream, oldest first."""
+def all_events(url: str) -> list[str]:
+    """Every event in the stream, oldest first."""
     with redis.Redis.from_url(url) as client:
         entries = client.xrange(STREAM)
-    raw = [fields[b"event"].decode() for _, fields in entries]
-    return [e for e in raw if json.loads(e)["data"].get("uid") == uid]
+    return [fields[b"event"].decode() for _, fields in entries]
+
+
+def stream(url: str, uid: str) -> list[str]:
+    """This agent's events in the stream, oldest first."""
+    return [e for e in all_events(url) if json.loads(e)["data"].get("uid") == uid]
 
 
 def received(feed: Feed, uid: str) -> list[str]:

@@ -236,6 +236,7 @@ class FakeMirror:
         self.deleted: list[str] = []
         self.refuse_delete = False
         self.switches: list[tuple[str, bool]] = []
+        self.switch_by: dict[str, tuple[str, str]] = {}  # name: (engaged by, disengaged by)
 
     def _guard(self) -> None:
         if self.fail is not None:
@@ -286,10 +287,13 @@ class FakeMirror:
         spec: models.KillswitchSpec,
         status: models.KillswitchStatus,
         at: datetime.datetime,
+        engaged_by: str = "",
+        disengaged_by: str = "",
     ) -> bool:
         self._guard()
         announce = (name, spec.engaged) not in self.switches[-1:]  # the engaged state changed
         self.switches.append((name, spec.engaged))
+        self.switch_by[name] = (engaged_by, disengaged_by)
         return announce
 
     async def ping(self) -> None:

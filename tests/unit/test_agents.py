@@ -505,3 +505,55 @@ def test_a_listing_at_start_up_goes_behind_new_agents() -> None:
         return await op.agents_queue.get()
 
     assert asyncio.run(first()) == "team-a/new-0"
+
+
+# --- who asked for a kill (deploy/base/admission.yaml stamps it; the operator carries it) ---
+
+
+def test_a_kill_carries_who_asked_into_the_status_the_event_and_the_mirror() -> None:
+    api = recorded_agent("Spawning", "Running", desiredPhase="Killed", killReason="budget")
+    assert api.body is not None
+    api.body["metadata"]["annotations"] = {models.KILLED_BY: "alice", "other": "dropped"}
+    api.pod = running()
+    op, valkey = operator(api)
+    agents_pass(op)
+    assert status(api)["stopping"] == {"reason": "Killed", "message": "budget", "by": "alice"}
+    assert "killedBy" not in status(api), "not killed yet"
+    api.pod = None
+    op.pod_event(running(), gone=True)
+    agents_pass(op)
+    assert (status(api)["phase"], status(api)["killedBy"]) == ("Killed", "alice")
+    assert api.events[-1] == ("Normal", "Killed", "budget (killed by alice)")
+    mirror_pass(op)
+    assert [(s.to, s.killed_by) for s in valkey.steps] == [
+        (lifecycle.Phase.SPAWNING, ""),
+        (lifecycle.Phase.RUNNING, ""),
+        (lifecycle.Phase.KILLED, "alice"),
+    ]
+
+
+def test_a_switchs_kill_is_on_record_as_whoever_engaged_it() -> None:
+    api = recorded_agent("Spawning", "Running")
+    api.pod = running()
+    op, _ = operator(api)
+    switch = {
+        "metadata": {"name": "all-stop", "annotations": {models.ENGAGED_BY: "bob"}},
+        "spec": {"engaged": True, "reason": "spend"},
+    }
+    op.switch_event(switch, gone=False)
+    agents_pass(op)
+    api.pod = None
+    op.pod_event(running(), gone=True)
+    agents_pass(op)
+    assert (status(api)["reason"], status(api)["killedBy"]) == ("KillswitchEngaged", "bob")
+    assert api.events[-1] == ("Normal", "Killed", "killswitch all-stop: spend (killed by bob)")
+
+
+def test_a_kill_nobody_is_known_to_have_asked_for_has_no_killed_by() -> None:
+    # A cluster without the audit policy: the kill works, and says nothing of who.
+    api = recorded_agent("Spawning", "Running", desiredPhase="Killed")
+    op, _ = operator(api)
+    agents_pass(op)
+    assert status(api)["phase"] == "Killed"
+    assert "killedBy" not in status(api)
+    assert api.events[-1] == ("Normal", "Killed", "Killed")

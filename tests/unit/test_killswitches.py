@@ -6,7 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
-from controller import app
+from controller import app, models
 from tests.unit.fakes import FakeKube, agent_body, operator, recorded
 
 
@@ -121,6 +121,31 @@ def test_the_mirror_records_the_switch_from_its_status() -> None:
     switch_pass(op)
     asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     assert valkey.switches == [("all-stop", True)]
+
+
+def test_who_engaged_and_who_disengaged_go_into_the_status_and_the_record() -> None:
+    api = FakeKube(None)
+    engaged = switch(True)
+    engaged["metadata"]["annotations"] = {models.ENGAGED_BY: "bob"}
+    api.switches = [engaged]
+    op, valkey = operator(api)
+    op.switch_event(copy.deepcopy(engaged), gone=False)
+    switch_pass(op)
+    assert api.switch_status["all-stop"]["engagedBy"] == "bob"
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    assert valkey.switch_by["all-stop"] == ("bob", "")
+
+    off = copy.deepcopy(engaged)
+    off["spec"]["engaged"] = False
+    off["metadata"]["annotations"][models.DISENGAGED_BY] = "carol"
+    off["status"] = api.switch_status["all-stop"]
+    api.switches = [off]
+    op.switch_event(copy.deepcopy(off), gone=False)
+    switch_pass(op)
+    status = api.switch_status["all-stop"]
+    assert (status["engagedBy"], status["disengagedBy"]) == (None, "carol")
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    assert valkey.switch_by["all-stop"] == ("bob", "carol")
 
 
 def test_killed_agents_deleted_since_still_count() -> None:

@@ -93,3 +93,15 @@ def test_events_read_well() -> None:
         "data": {"name": "all-stop", "reason": "spend"},
     }
     assert plugin.render(switch, "text") == "t  killswitch/all-stop  engaged  spend"
+    by = {**switch, "data": {"name": "all-stop", "reason": "spend", "engagedBy": "bob"}}
+    assert plugin.render(by, "text") == "t  killswitch/all-stop  engaged  by bob  spend"
+    off = {
+        "type": "killswitch.disengaged",
+        "time": "t",
+        "data": {"name": "all-stop", "reason": "", "engagedBy": "bob", "disengagedBy": "carol"},
+    }
+    assert plugin.render(off, "text") == "t  killswitch/all-stop  disengaged  by carol"
+    data: dict[str, Any] = {**AGENT_EVENT["data"]}  # type: ignore[dict-item]
+    data.update(to="Killed", reason="Killed", error="", killedBy="alice")
+    killed = {**AGENT_EVENT, "type": "agent.killed", "data": data}
+    assert plugin.render(killed, "text").endswith("Running → Killed  Killed  by alice")

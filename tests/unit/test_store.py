@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller import store
+from controller import models, store
 from tests.unit.fakes import KEY, agent_body, recorded, running_pod
 
 
@@ -29,6 +29,22 @@ def test_an_agent_is_kept_without_what_the_operator_never_reads() -> None:
     assert "annotations" not in kept["metadata"]
     assert kept["spec"] == body["spec"]
     assert kept["metadata"]["resourceVersion"] == "1"
+
+
+def test_of_the_annotations_only_who_asked_is_kept() -> None:
+    cache = store.Store()
+    body = with_noise(agent_body())
+    body["metadata"]["annotations"] = {models.KILLED_BY: "alice", "big": "x" * 10_000}
+    cache.observe_agent(body)
+    kept = cache.agent(KEY)
+    assert kept is not None
+    assert kept["metadata"]["annotations"] == {models.KILLED_BY: "alice"}
+    switch = {
+        "metadata": {"name": "s", "annotations": {models.ENGAGED_BY: "bob", "big": "x"}},
+        "spec": {"engaged": True},
+    }
+    cache.put_switch(switch)
+    assert cache.switch("s")["metadata"]["annotations"] == {models.ENGAGED_BY: "bob"}  # type: ignore[index]
 
 
 def test_a_pod_is_kept_as_far_as_observing_it_needs() -> None:

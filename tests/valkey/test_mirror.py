@@ -182,6 +182,7 @@ def test_every_event_is_a_cloudevents_structured_json_object(target: Target) -> 
             "error",
             "startedAt",
             "completedAt",
+            "killedBy",
         }
 
 
@@ -475,9 +476,9 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
     ) -> tuple[list[bool], dict[str, str] | None, list[str], Any]:
         announced = [
             await m.record_killswitch("never-on", idle, models.KillswitchStatus(), at(0)),
-            await m.record_killswitch("all-stop", engaged, counting, at(0)),
-            await m.record_killswitch("all-stop", engaged, done, at(8)),
-            await m.record_killswitch("all-stop", idle, done, at(20)),
+            await m.record_killswitch("all-stop", engaged, counting, at(0), "bob"),
+            await m.record_killswitch("all-stop", engaged, done, at(8), "bob"),
+            await m.record_killswitch("all-stop", idle, done, at(20), "bob", "carol"),
         ]
         return (
             announced,
@@ -496,6 +497,8 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         "matched": "150",
         "killed": "150",
         "completedAt": "2026-01-01T10:00:08.123Z",
+        "engagedBy": "bob",
+        "disengagedBy": "carol",
     }
     decoded = [json.loads(e) for e in events]
     assert [e["type"] for e in decoded] == ["killswitch.engaged", "killswitch.disengaged"]
@@ -510,7 +513,10 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         "matched": 150,
         "killed": 90,
         "completedAt": None,
+        "engagedBy": "bob",
+        "disengagedBy": "",
     }
+    assert (decoded[1]["data"]["engagedBy"], decoded[1]["data"]["disengagedBy"]) == ("bob", "carol")
 
 
 # --- every operation is bounded, and fails only with the mirror's own errors ---
