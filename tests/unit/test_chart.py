@@ -25,6 +25,17 @@ def test_the_charts_crds_are_what_make_crds_renders() -> None:
         assert (CHART / "crds" / name).read_text() == text, f"run `make crds`: {name} differs"
 
 
+def test_the_charts_policies_and_roles_are_deploys_files() -> None:
+    copies = {
+        "admission.yaml": REPO / "deploy" / "base" / "admission.yaml",
+        "roles.yaml": REPO / "deploy" / "base" / "roles.yaml",
+        "template-guard-policy.yaml": REPO / "deploy" / "template-guard" / "policy.yaml",
+    }
+    for name, source in copies.items():
+        copy = (CHART / "files" / name).read_text()
+        assert copy == source.read_text(), f"run `make crds`: files/{name} differs"
+
+
 def test_the_chart_is_versioned_as_the_project() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
