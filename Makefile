@@ -46,7 +46,7 @@ run: $(STAMP) ## up, install CRDs, run the operator in the foreground; Ctrl-C st
 
 crds: $(STAMP) ## render crds/*.yaml and the chart's crds/ from the models, copy deploy/'s policies and roles into the chart (commit the result)
 	$(PY) -m controller.crd crds charts/agent-lifecycle-operator/crds
-	cp deploy/base/admission.yaml deploy/base/roles.yaml charts/agent-lifecycle-operator/files/
+	cp deploy/base/audit.yaml deploy/base/kill-only.yaml deploy/base/roles.yaml charts/agent-lifecycle-operator/files/
 	cp deploy/template-guard/policy.yaml charts/agent-lifecycle-operator/files/template-guard-policy.yaml
 
 bench: $(STAMP) ## the benchmarks under benchmarks/, beside their baselines and floors (not in CI)

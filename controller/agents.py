@@ -263,7 +263,9 @@ class Agents:
     async def _write(self, agent: models.Agent, write: Awaitable[dict[str, Any]]) -> models.Agent:
         """Await one write of the Agent; keep its response as the latest body."""
         response = await write
-        body = self.store.put_agent(response, written=True) or store.trim_agent(response)
+        body = self.store.put_agent(response, written=True) or store.trim_agent(
+            response, self.store.audit
+        )
         return _updated(agent, body)
 
     async def _write_status(self, agent: models.Agent, new: models.AgentStatus) -> models.Agent:
@@ -309,7 +311,10 @@ class Agents:
             kind = "Warning" if transition.to is lifecycle.Phase.FAILED else "Normal"
             sentence = transition.error or transition.message or transition.reason
             if transition.by:
-                sentence = f"{sentence} (killed by {transition.by})"
+                # Who asked survives the cut of a long message.
+                suffix = f" (killed by {transition.by})"
+                room = max(0, kube.EVENT_MESSAGE_MAX - len(suffix))
+                sentence = (sentence[:room] + suffix)[: kube.EVENT_MESSAGE_MAX]
             await self.kube.post_event(_target(agent), kind, transition.to, sentence)
             if transition.to in lifecycle.TERMINAL:
                 await self._recount_switches(agent)
@@ -317,10 +322,11 @@ class Agents:
 
     async def _note_stopping(self, agent: models.Agent, kill: lifecycle.Kill) -> models.Agent:
         """Before the Pod is deleted, the kill goes on record: once stopping has begun the
-        agent ends Killed for this reason, whatever becomes of the kill's cause."""
-        stopping = models.Stopping(reason=kill.reason, message=kill.message, by=kill.by or None)
-        if agent.status.stopping == stopping:
+        agent ends Killed for this reason, whatever becomes of the kill's cause, and a later
+        kill (a new killReason, another user, a switch) changes nothing of the record."""
+        if agent.status.stopping is not None:
             return agent
+        stopping = models.Stopping(reason=kill.reason, message=kill.message, by=kill.by or None)
         return await self._write_status(
             agent, agent.status.model_copy(update={"stopping": stopping})
         )

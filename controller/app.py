@@ -66,6 +66,7 @@ class Operator:
         max_concurrent: int = 0,
         ttl_after_finished: int = 0,
         resync_interval: float = 300.0,
+        audit_annotations: bool = True,
         metrics_: metrics.Metrics | None = None,
         clock: Callable[[], datetime.datetime] = agents.utcnow,
     ) -> None:
@@ -73,7 +74,7 @@ class Operator:
         self.namespaces = namespaces  # empty: every namespace
         self.resync_interval = resync_interval
         self.metrics = metrics_ or metrics.Metrics()
-        self.store = store.Store()
+        self.store = store.Store(audit=audit_annotations)
         self.agents_queue = workqueue.WorkQueue("agents")
         self.switches_queue = workqueue.WorkQueue("killswitches")
         self.mirror_queue = workqueue.WorkQueue("mirror")
@@ -260,6 +261,7 @@ async def _serve(
         max_concurrent=config.max_concurrent_agents,
         ttl_after_finished=config.agent_ttl_seconds_after_finished,
         resync_interval=config.valkey_resync_interval_seconds,
+        audit_annotations=config.audit_annotations,
         metrics_=measures,
     )
     workers: asyncio.Task[None] | None = None

@@ -30,9 +30,14 @@ class Switch:
         return cls(
             str(body["metadata"]["name"]),
             spec,
-            str(annotations.get(models.ENGAGED_BY, "")),
-            str(annotations.get(models.DISENGAGED_BY, "")),
+            models.who(annotations, models.ENGAGED_BY),
+            models.who(annotations, models.DISENGAGED_BY),
         )
+
+    @property
+    def by(self) -> str:
+        """Who made the switch what it is now: its engager while engaged, else its disengager."""
+        return self.engaged_by if self.spec.engaged else self.disengaged_by
 
 
 def matches(selector: models.LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -88,7 +93,7 @@ def kill(
     if agent.metadata.deletion_timestamp is not None:
         return lifecycle.Kill(lifecycle.Reason.AGENT_DELETED, "the Agent was deleted")
     if agent.spec.desired_phase is models.DesiredPhase.KILLED:
-        by = agent.metadata.annotations.get(models.KILLED_BY, "")
+        by = models.who(agent.metadata.annotations, models.KILLED_BY)
         return lifecycle.Kill(lifecycle.Reason.KILLED, agent.spec.kill_reason, by)
     for switch in sorted(switches, key=lambda s: s.name):
         if catches(switch, namespace_labels, agent.metadata.labels):

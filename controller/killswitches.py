@@ -71,7 +71,7 @@ class Killswitches:
                 killed=counted - len(live),
                 completed_at=before.completed_at or (None if live else now),
                 engaged_by=switch.engaged_by or None,
-                disengaged_by=before.disengaged_by,
+                disengaged_by=switch.disengaged_by or None,
             )
         else:
             # Disengaged: no new kills, nothing revived; the last counts stay on record.
@@ -79,7 +79,7 @@ class Killswitches:
                 update={
                     "engaged_at": None,
                     "completed_at": None,
-                    "engaged_by": None,
+                    "engaged_by": switch.engaged_by or None,
                     "disengaged_by": switch.disengaged_by or None,
                 }
             )

@@ -32,6 +32,8 @@ COMPONENT: Final = "agent-lifecycle-operator"
 AGENTS: Final = f"/apis/{models.API_VERSION}"
 # Without KUBECONFIG (read by settings, never here): kubectl's default file.
 DEFAULT_KUBECONFIG: Final = str(pathlib.Path("~/.kube/config").expanduser())
+# The longest Event message posted (longer ones are cut).
+EVENT_MESSAGE_MAX: Final = 1024
 # The phrase of the API server's Pod Security admission when it refuses an object.
 POD_SECURITY: Final = "violates PodSecurity"
 
@@ -370,7 +372,7 @@ class Kube:
             },
             "type": kind,
             "reason": reason,
-            "message": message[:1024],
+            "message": message[:EVENT_MESSAGE_MAX],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": COMPONENT,

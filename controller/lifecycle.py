@@ -241,9 +241,10 @@ def decide(
     """
     transitions: list[Transition] = []
     state = workload.state
-    if kill is None and life.phase not in TERMINAL:
-        # A kill under way finishes as that kill even if its cause has gone since (a
-        # killswitch disengaged while the Pod was stopping): it is no lost workload.
+    if life.stopping is not None and life.phase not in TERMINAL:
+        # A kill under way finishes as that kill, the one on record, even if its cause has
+        # gone since (a killswitch disengaged while the Pod was stopping: it is no lost
+        # workload) or another has come (its reason and who asked stay the first kill's).
         kill = life.stopping
 
     def record(transition: Transition) -> Life:

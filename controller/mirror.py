@@ -452,8 +452,9 @@ def killswitch_event(
     spec: models.KillswitchSpec,
     status: models.KillswitchStatus,
     at: datetime.datetime,
-    engaged_by: str = "",
-    disengaged_by: str = "",
+    *,
+    engaged_by: str,
+    disengaged_by: str,
 ) -> models.CloudEvent:
     """``killswitch.engaged`` or ``killswitch.disengaged``; ``engaged_by`` and
     ``disengaged_by`` are who last did each, from the switch's audit annotations (they
@@ -638,8 +639,9 @@ class Mirror:
         spec: models.KillswitchSpec,
         status: models.KillswitchStatus,
         at: datetime.datetime,
-        engaged_by: str = "",
-        disengaged_by: str = "",
+        *,
+        engaged_by: str,
+        disengaged_by: str,
     ) -> bool:
         """Write the killswitch's hash, and announce it when its engaged state changed
         since the record (first sight: only an engaged one). True when announced.
@@ -661,7 +663,9 @@ class Mirror:
             engaged,
             self.channel,
             self.stream_maxlen,
-            killswitch_event(name, spec, status, at, engaged_by, disengaged_by).to_json(),
+            killswitch_event(
+                name, spec, status, at, engaged_by=engaged_by, disengaged_by=disengaged_by
+            ).to_json(),
             *(item for pair in fields.items() for item in pair),
         ]
         async with self._bounded():

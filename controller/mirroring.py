@@ -210,12 +210,17 @@ class Mirroring:
         switch = killswitch.Switch.of(body)
         state = models.KillswitchStatus.model_validate(body.get("status") or {})
         recorded = await self.valkey.record_killswitch(
-            name, switch.spec, state, self.clock(), switch.engaged_by, switch.disengaged_by
+            name,
+            switch.spec,
+            state,
+            self.clock(),
+            engaged_by=switch.engaged_by,
+            disengaged_by=switch.disengaged_by,
         )
         if recorded:
             state_now = "engaged" if switch.spec.engaged else "disengaged"
-            by = switch.engaged_by if switch.spec.engaged else switch.disengaged_by
-            log.info("killswitch %s %s%s", name, state_now, f" by {by}" if by else "")
+            by = f" by {switch.by}" if switch.by else ""
+            log.info("killswitch %s %s%s", name, state_now, by)
 
 
 def _deleting(agent: models.Agent, body: dict[str, Any]) -> bool:

@@ -30,6 +30,14 @@ KILLED_BY: Final = f"{GROUP}/killed-by"  # on an Agent: who set desiredPhase Kil
 ENGAGED_BY: Final = f"{GROUP}/engaged-by"  # on a Killswitch: who last engaged it
 DISENGAGED_BY: Final = f"{GROUP}/disengaged-by"  # on a Killswitch: who last disengaged it
 AUDIT_ANNOTATIONS: Final = (KILLED_BY, ENGAGED_BY, DISENGAGED_BY)
+WHO_MAX: Final = 1024  # the longest user name recorded (status fields are bounded by it)
+
+
+def who(annotations: dict[str, str], key: str) -> str:
+    """Who asked, from the audit annotation ``key`` ("" when unknown), cut to ``WHO_MAX``."""
+    return str(annotations.get(key, ""))[:WHO_MAX]
+
+
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -188,7 +196,7 @@ class Stopping(_Model):
 
     reason: Annotated[str, pydantic.Field(max_length=128)]
     message: Annotated[str, pydantic.Field(max_length=1024)] = ""
-    by: Annotated[str | None, pydantic.Field(max_length=1024)] = None  # who asked, if known
+    by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None  # who asked, if known
 
 
 class AgentStatus(_Model):
@@ -202,7 +210,7 @@ class AgentStatus(_Model):
     stopping: Stopping | None = None
     # Who asked for the kill, as the API server knew them (the spec's kill: the user who
     # set desiredPhase Killed; a killswitch's: who engaged it); set with phase Killed.
-    killed_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
+    killed_by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None
     observed_generation: int | None = None
     seq: Annotated[int, pydantic.Field(ge=0)] = 0
     history: Annotated[list[HistoryEntry], pydantic.Field(max_length=16)] = []
@@ -298,8 +306,8 @@ class KillswitchStatus(_Model):
     killed: Annotated[int, pydantic.Field(ge=0)] = 0
     completed_at: Timestamp | None = None
     # Who engaged it (while engaged) and who last disengaged it, as the API server knew them.
-    engaged_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
-    disengaged_by: Annotated[str | None, pydantic.Field(max_length=1024)] = None
+    engaged_by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None
+    disengaged_by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None
 
 
 # --- Events (CloudEvents 1.0, structured mode) ---

@@ -343,6 +343,14 @@ async def cmd_events(ctx: Context) -> int:
     return OK
 
 
+def who_asked(status: dict[str, Any]) -> str:
+    """Who killed the agent, or asked for the kill under way ("" when nobody is known)."""
+    if status.get("killedBy"):
+        return f"killed by {status['killedBy']}"
+    asked = (status.get("stopping") or {}).get("by")
+    return f"being killed, asked by {asked}" if asked else ""
+
+
 async def cmd_status(ctx: Context) -> int:
     name = ctx.args.name
     body = await ctx.kube.get_agent(ctx.namespace, name)
@@ -369,11 +377,8 @@ async def cmd_status(ctx: Context) -> int:
     if status.get("reason") == lifecycle.Reason.QUEUED:
         # Which limit holds it: the operator's, or its namespace's annotation.
         _say(f"agent/{name}: queued, {status.get('message', '')}")
-    stopping = status.get("stopping") or {}
-    if status.get("killedBy"):
-        _say(f"agent/{name}: killed by {status['killedBy']}")
-    elif stopping.get("by"):
-        _say(f"agent/{name}: being killed, asked by {stopping['by']}")
+    if who := who_asked(status):
+        _say(f"agent/{name}: {who}")
     if not record:
         _say(f"agent/{name}: Valkey has no record of it")
         return FAILED

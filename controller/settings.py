@@ -84,6 +84,10 @@ class Settings(pydantic.BaseModel):
     # A finished Agent is deleted this long after it finished unless its spec says otherwise
     # (spec.ttlSecondsAfterFinished); 0: kept. A year at most, as the spec's field.
     agent_ttl_seconds_after_finished: Annotated[int, pydantic.Field(ge=0, le=31_536_000)] = 0
+    # Read who asked for a kill or a switch from the annotations deploy/base/audit.yaml's
+    # policies stamp. False where those policies are not installed: the annotations are then
+    # whatever a client wrote, and kills record no one.
+    audit_annotations: bool = True
     # Kubernetes credentials: a kubeconfig path list, else ~/.kube/config, else in-cluster.
     kubeconfig: str | None = None
     # /healthz, /readyz and /metrics (port 0: any free port, logged at start-up).

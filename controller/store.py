@@ -61,13 +61,14 @@ def _audit(meta: Mapping[str, Any]) -> dict[str, str]:
     return {k: annotations[k] for k in models.AUDIT_ANNOTATIONS if k in annotations}
 
 
-def trim_agent(body: Mapping[str, Any]) -> Body:
-    """An Agent with only what the operator reads."""
+def trim_agent(body: Mapping[str, Any], audit: bool = True) -> Body:
+    """An Agent with only what the operator reads (``audit``: with who asked, when the audit
+    policies stamp it; else the annotations are anyone's, and none is kept)."""
     meta = body.get("metadata") or {}
     kept = {k: meta[k] for k in _AGENT_META if k in meta}
-    audit = _audit(meta)
-    if audit:
-        kept["annotations"] = audit
+    who = _audit(meta) if audit else {}
+    if who:
+        kept["annotations"] = who
     return {
         "apiVersion": body.get("apiVersion", models.API_VERSION),
         "kind": body.get("kind", "Agent"),
@@ -156,8 +157,9 @@ def _older(version: str, than: str) -> bool:
 
 
 class Store:
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic, audit: bool = True) -> None:
         self.monotonic = monotonic
+        self.audit = audit  # AUDIT_ANNOTATIONS: read who asked from the audit annotations
         self._agents: dict[str, Body] = {}
         self._pods: dict[str, SeenPod] = {}
         self._switches: dict[str, killswitch.Switch] = {}
@@ -185,7 +187,7 @@ class Store:
             self._tombstone(key, str(body["metadata"].get("uid", "")))
             self._drop_agent(key)
             return True
-        trimmed = trim_agent(body)
+        trimmed = trim_agent(body, self.audit)
         before = self._agents.get(key)
         version = str(trimmed["metadata"].get("resourceVersion", ""))
         written = self._written.get(key)
@@ -206,7 +208,7 @@ class Store:
         uid = str(body["metadata"].get("uid", ""))
         if self._tombstones.get(key) == uid:
             return None
-        trimmed = trim_agent(body)
+        trimmed = trim_agent(body, self.audit)
         self._set_agent(key, trimmed)
         if written:
             self._written[key] = str(trimmed["metadata"].get("resourceVersion", ""))
@@ -356,15 +358,16 @@ class Store:
     def put_switch(self, body: Mapping[str, Any]) -> None:
         name = str(body["metadata"]["name"])
         meta = body["metadata"]
-        self._switch_bodies[name] = {
+        trimmed = {
             "metadata": {
                 **{k: meta[k] for k in ("name", "resourceVersion") if k in meta},
-                "annotations": _audit(meta),
+                "annotations": _audit(meta) if self.audit else {},
             },
             "spec": body.get("spec") or {},
             "status": body.get("status") or {},
         }
-        self._switches[name] = killswitch.Switch.of(body)
+        self._switch_bodies[name] = trimmed
+        self._switches[name] = killswitch.Switch.of(trimmed)
 
     def replace_switches(self, bodies: list[Body]) -> None:
         """A fresh listing of every switch: the ones not in it are gone."""

@@ -287,8 +287,9 @@ class FakeMirror:
         spec: models.KillswitchSpec,
         status: models.KillswitchStatus,
         at: datetime.datetime,
-        engaged_by: str = "",
-        disengaged_by: str = "",
+        *,
+        engaged_by: str,
+        disengaged_by: str,
     ) -> bool:
         self._guard()
         announce = (name, spec.engaged) not in self.switches[-1:]  # the engaged state changed

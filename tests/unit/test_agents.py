@@ -507,7 +507,7 @@ def test_a_listing_at_start_up_goes_behind_new_agents() -> None:
     assert asyncio.run(first()) == "team-a/new-0"
 
 
-# --- who asked for a kill (deploy/base/admission.yaml stamps it; the operator carries it) ---
+# --- who asked for a kill (deploy/base/audit.yaml stamps it; the operator carries it) ---
 
 
 def test_a_kill_carries_who_asked_into_the_status_the_event_and_the_mirror() -> None:
@@ -557,3 +557,59 @@ def test_a_kill_nobody_is_known_to_have_asked_for_has_no_killed_by() -> None:
     assert status(api)["phase"] == "Killed"
     assert "killedBy" not in status(api)
     assert api.events[-1] == ("Normal", "Killed", "Killed")
+
+
+def test_a_later_kill_changes_nothing_of_the_kill_on_record() -> None:
+    # alice's kill is under way when bob's switch engages and the reason is edited: the record
+    # keeps alice's kill whole, never bob's name with alice's reason or the other way round.
+    api = recorded_agent("Spawning", "Running", desiredPhase="Killed", killReason="budget")
+    assert api.body is not None
+    api.body["metadata"]["annotations"] = {models.KILLED_BY: "alice"}
+    api.pod = running()
+    op, _ = operator(api)
+    agents_pass(op)
+    api.change(killReason="something else")
+    switch = {
+        "metadata": {"name": "all-stop", "annotations": {models.ENGAGED_BY: "bob"}},
+        "spec": {"engaged": True, "reason": "spend"},
+    }
+    op.switch_event(switch, gone=False)
+    op.agent_event(copy.deepcopy(api.body), gone=False)
+    agents_pass(op)
+    assert status(api)["stopping"] == {"reason": "Killed", "message": "budget", "by": "alice"}
+    api.pod = None
+    op.pod_event(running(), gone=True)
+    agents_pass(op)
+    done = status(api)
+    assert (done["reason"], done["message"], done["killedBy"]) == ("Killed", "budget", "alice")
+
+
+@pytest.mark.parametrize(
+    ("user", "recorded", "event_ends"),
+    [
+        ("alice", "alice", " (killed by alice)"),  # a long reason is cut, not who asked
+        ("u" * 5000, "u" * models.WHO_MAX, "uuu"),  # a huge name is cut, and is no failure
+    ],
+)
+def test_long_reasons_and_user_names_are_cut_never_a_failure(
+    user: str, recorded: str, event_ends: str
+) -> None:
+    api = recorded_agent("Spawning", "Running", desiredPhase="Killed", killReason="r" * 1024)
+    assert api.body is not None
+    api.body["metadata"]["annotations"] = {models.KILLED_BY: user}
+    op, _ = operator(api)
+    agents_pass(op)
+    assert (status(api)["phase"], status(api)["killedBy"]) == ("Killed", recorded)
+    message = api.events[-1][2]
+    assert len(message) == kube.EVENT_MESSAGE_MAX
+    assert message.endswith(event_ends)
+
+
+def test_without_the_audit_policies_a_written_killed_by_is_not_believed() -> None:
+    api = recorded_agent("Spawning", "Running", desiredPhase="Killed")
+    assert api.body is not None
+    api.body["metadata"]["annotations"] = {models.KILLED_BY: "mallory"}
+    op, _ = operator(api, audit_annotations=False)
+    agents_pass(op)
+    assert status(api)["phase"] == "Killed"
+    assert "killedBy" not in status(api)

@@ -27,7 +27,8 @@ def test_the_charts_crds_are_what_make_crds_renders() -> None:
 
 def test_the_charts_policies_and_roles_are_deploys_files() -> None:
     copies = {
-        "admission.yaml": REPO / "deploy" / "base" / "admission.yaml",
+        "audit.yaml": REPO / "deploy" / "base" / "audit.yaml",
+        "kill-only.yaml": REPO / "deploy" / "base" / "kill-only.yaml",
         "roles.yaml": REPO / "deploy" / "base" / "roles.yaml",
         "template-guard-policy.yaml": REPO / "deploy" / "template-guard" / "policy.yaml",
     }

@@ -143,7 +143,7 @@ def test_who_engaged_and_who_disengaged_go_into_the_status_and_the_record() -> N
     op.switch_event(copy.deepcopy(off), gone=False)
     switch_pass(op)
     status = api.switch_status["all-stop"]
-    assert (status["engagedBy"], status["disengagedBy"]) == (None, "carol")
+    assert (status["engagedBy"], status["disengagedBy"]) == ("bob", "carol")
     asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     assert valkey.switch_by["all-stop"] == ("bob", "carol")
 

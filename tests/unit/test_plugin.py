@@ -79,6 +79,13 @@ AGENT_EVENT = {
 }
 
 
+def test_status_says_who_asked_for_a_kill() -> None:
+    assert plugin.who_asked({"phase": "Killed", "killedBy": "alice"}) == "killed by alice"
+    stopping = {"phase": "Running", "stopping": {"reason": "Killed", "by": "bob"}}
+    assert plugin.who_asked(stopping) == "being killed, asked by bob"
+    assert plugin.who_asked({"phase": "Killed", "stopping": {"reason": "AgentDeleted"}}) == ""
+
+
 def test_events_read_well() -> None:
     assert plugin.render(AGENT_EVENT, "text") == (
         "2026-01-01T10:00:05.000Z  team-a/w  Running → Failed  WorkloadFailed  error: tests failed"

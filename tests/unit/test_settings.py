@@ -42,6 +42,11 @@ def test_the_ttl_after_finishing_is_read_from_the_environment(
     assert settings.load().agent_ttl_seconds_after_finished == 3600
 
 
+def test_who_asked_is_read_unless_the_audit_policies_are_missing() -> None:
+    assert settings.load({}).audit_annotations is True
+    assert settings.load({"AUDIT_ANNOTATIONS": "false"}).audit_annotations is False
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "complaint"),
     [
@@ -54,6 +59,7 @@ def test_the_ttl_after_finishing_is_read_from_the_environment(
         ("VALKEY_URL", "http://valkey:6379", "must start with redis://"),
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
         ("LEASE_DURATION_SECONDS", "1", "greater than or equal to 2"),
+        ("AUDIT_ANNOTATIONS", "maybe", "valid boolean"),
     ],
     ids=[
         "a stream length that is not a number",
@@ -65,6 +71,7 @@ def test_the_ttl_after_finishing_is_read_from_the_environment(
         "a Valkey URL with a web scheme",
         "a port that does not exist",
         "a lease too short to renew",
+        "an audit switch that is neither true nor false",
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_and_value(

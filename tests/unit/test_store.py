@@ -47,6 +47,19 @@ def test_of_the_annotations_only_who_asked_is_kept() -> None:
     assert cache.switch("s")["metadata"]["annotations"] == {models.ENGAGED_BY: "bob"}  # type: ignore[index]
 
 
+def test_without_the_audit_policies_no_annotation_is_believed() -> None:
+    # AUDIT_ANNOTATIONS=false: anyone could have written them, so none is kept.
+    cache = store.Store(audit=False)
+    body = agent_body(desiredPhase="Killed")
+    body["metadata"]["annotations"] = {models.KILLED_BY: "mallory"}
+    cache.observe_agent(body)
+    assert "annotations" not in cache.agent(KEY)["metadata"]  # type: ignore[index]
+    cache.put_switch(
+        {"metadata": {"name": "s", "annotations": {models.ENGAGED_BY: "mallory"}}, "spec": {}}
+    )
+    assert cache.switches()[0].engaged_by == ""
+
+
 def test_a_pod_is_kept_as_far_as_observing_it_needs() -> None:
     pod = running_pod()
     pod["metadata"]["managedFields"] = [{"manager": "kubelet"}]

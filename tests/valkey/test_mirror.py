@@ -475,10 +475,18 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         m: mirror.Mirror,
     ) -> tuple[list[bool], dict[str, str] | None, list[str], Any]:
         announced = [
-            await m.record_killswitch("never-on", idle, models.KillswitchStatus(), at(0)),
-            await m.record_killswitch("all-stop", engaged, counting, at(0), "bob"),
-            await m.record_killswitch("all-stop", engaged, done, at(8), "bob"),
-            await m.record_killswitch("all-stop", idle, done, at(20), "bob", "carol"),
+            await m.record_killswitch(
+                "never-on", idle, models.KillswitchStatus(), at(0), engaged_by="", disengaged_by=""
+            ),
+            await m.record_killswitch(
+                "all-stop", engaged, counting, at(0), engaged_by="bob", disengaged_by=""
+            ),
+            await m.record_killswitch(
+                "all-stop", engaged, done, at(8), engaged_by="bob", disengaged_by=""
+            ),
+            await m.record_killswitch(
+                "all-stop", idle, done, at(20), engaged_by="bob", disengaged_by="carol"
+            ),
         ]
         return (
             announced,

@@ -119,7 +119,9 @@ async def operate(url: str, prefix: str = mirror.DEFAULT_PREFIX) -> list[mirror.
         results.append(await m.record_deleted(AGENT, LIFE[-1], at(9)))  # a second script
         results.append(await m.record(REBORN, LIFE[0]))  # a new uid: the old record goes (DEL)
         engaged = models.KillswitchStatus(engaged_at=at(10), matched=1)
-        await m.record_killswitch("all-stop", SWITCH, engaged, at(10))  # its script
+        await m.record_killswitch(  # its script
+            "all-stop", SWITCH, engaged, at(10), engaged_by="", disengaged_by=""
+        )
         return results
     finally:
         await conn.aclose()
