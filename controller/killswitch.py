@@ -100,7 +100,7 @@ def kill(
             reason = switch.spec.reason or "no reason given"
             return lifecycle.Kill(
                 lifecycle.Reason.KILLSWITCH_ENGAGED,
-                f"killswitch {switch.name}: {reason}",
+                f"killswitch {switch.name}: {reason}"[: models.KILL_MESSAGE_MAX],
                 switch.engaged_by,
             )
     return None

@@ -23,7 +23,8 @@ Rules, in order of precedence:
   workload with the grace period; once the Pod is being deleted its ending is
   the kill's (a container that exits on SIGTERM is killed, not failed), and
   Killed is recorded when it has ended or is gone; once stopping has begun
-  (``Life.stopping``) it ends as that kill even if the kill's cause goes away;
+  (``Life.stopping``) it ends as that kill even if the kill's cause goes away
+  or another kill comes (its reason and who asked stay the first kill's);
 - a workload that ended before the kill reached it ended on its own: that
   outcome is recorded, and the kill is refused (the first outcome wins);
 - a Pod that vanished without being asked to is Failed/WorkloadLost;

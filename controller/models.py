@@ -31,6 +31,7 @@ ENGAGED_BY: Final = f"{GROUP}/engaged-by"  # on a Killswitch: who last engaged i
 DISENGAGED_BY: Final = f"{GROUP}/disengaged-by"  # on a Killswitch: who last disengaged it
 AUDIT_ANNOTATIONS: Final = (KILLED_BY, ENGAGED_BY, DISENGAGED_BY)
 WHO_MAX: Final = 1024  # the longest user name recorded (status fields are bounded by it)
+KILL_MESSAGE_MAX: Final = 1024  # the longest kill message recorded (status.stopping.message)
 
 
 def who(annotations: dict[str, str], key: str) -> str:
@@ -195,7 +196,7 @@ class Stopping(_Model):
     """A kill under way: the operator has begun to stop the workload, for this reason."""
 
     reason: Annotated[str, pydantic.Field(max_length=128)]
-    message: Annotated[str, pydantic.Field(max_length=1024)] = ""
+    message: Annotated[str, pydantic.Field(max_length=KILL_MESSAGE_MAX)] = ""
     by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None  # who asked, if known
 
 
@@ -305,7 +306,8 @@ class KillswitchStatus(_Model):
     matched: Annotated[int, pydantic.Field(ge=0)] = 0
     killed: Annotated[int, pydantic.Field(ge=0)] = 0
     completed_at: Timestamp | None = None
-    # Who engaged it (while engaged) and who last disengaged it, as the API server knew them.
+    # Who last engaged or changed it while engaged, and who last disengaged it, as the API
+    # server knew them (deploy/base/audit.yaml).
     engaged_by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None
     disengaged_by: Annotated[str | None, pydantic.Field(max_length=WHO_MAX)] = None
 

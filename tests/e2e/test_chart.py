@@ -185,9 +185,11 @@ def test_the_template_guard_is_deploys_policy_bound_to_the_values(helm_home: Pat
         ).stdout
     )
     policy = "agent-template-guard.orchestrator.mosaicstack.dev"
-    assert one(docs, "ValidatingAdmissionPolicy", policy) == one(
-        shipped, "ValidatingAdmissionPolicy", policy
-    )
+    for name in (policy, "agent-template-fixed.orchestrator.mosaicstack.dev"):
+        assert one(docs, "ValidatingAdmissionPolicy", name) == one(
+            shipped, "ValidatingAdmissionPolicy", name
+        )
+        assert one(docs, "ValidatingAdmissionPolicyBinding", name)
     binding = one(docs, "ValidatingAdmissionPolicyBinding", policy)["spec"]
     params = one(docs, "ConfigMap", f"{NAME}-template-guard")
     assert binding["paramRef"] == {

@@ -187,13 +187,15 @@ def test_killswitch_engage_status_and_disengage(
     assert table[0].split() == [
         "NAME",
         "ENGAGED",
+        "BY",
         "MATCHED",
         "KILLED",
         "ENGAGED-AT",
         "COMPLETED-AT",
         "REASON",
     ]
-    assert table[1].split()[:4] == [switch_name, "true", "1", "1"]
+    # BY: nobody known, without the audit policies (tests/e2e/test_security.py has them).
+    assert table[1].split()[:5] == [switch_name, "true", "-", "1", "1"]
     off = agents(crds, valkey_url, "killswitch", "disengage", switch_name)
     assert (off.returncode, off.stdout.strip()) == (
         plugin.OK,

@@ -248,6 +248,10 @@ def test_a_switch_engaged_as_bob_is_on_record_as_bob(
             "-p", '{"spec": {"reason": "runaway spend, all of it"}}',
         )  # fmt: skip
         wait_for(lambda: switch_status().get("engagedBy") == "dora", 30, "engagedBy dora")
+        late = labelled.replace("name: caught", "name: late").replace("TASK-caught", "TASK-late")
+        secured.kubectl("apply", "-n", namespace, "-f", "-", stdin=late)
+        wait_for(lambda: phase_of(secured, namespace, "late") == "Killed", 60, "late Killed")
+        assert views.agent(secured, namespace, "late")["status"]["killedBy"] == "dora"
 
         secured.kubectl(
             "patch",
@@ -355,6 +359,38 @@ def test_the_roles_grant_what_they_say(secured: Cluster, namespace: str) -> None
     assert "changing metadata.finalizers needs" in refused.stderr
     kill = patch_as_carol({"spec": {"desiredPhase": "Killed", "killReason": "carol's call"}})
     assert kill.returncode == 0, kill.stderr
+
+
+def test_the_garbage_collectors_bookkeeping_is_not_refused(
+    secured: Cluster, namespace: str
+) -> None:
+    # It may not create Agents, yet it must remove foregroundDeletion and drop owner
+    # references: it may update agents/finalizers, which the policy allows for that.
+    wait_policies(secured, namespace)
+    secured.kubectl("create", "configmap", "owner", "-n", namespace)
+    owner = json.loads(secured.kubectl("get", "configmap", "owner", "-n", namespace, "-o", "json"))
+    owned = yaml.safe_load(agent_yaml("owned"))
+    owned["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+    ]
+    secured.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(owned))
+    secured.kubectl("apply", "-n", namespace, "-f", "-", stdin=agent_yaml("foreground"))
+    secured.kubectl(
+        "delete", "agent", "foreground", "-n", namespace, "--cascade=foreground", "--wait=false"
+    )
+    secured.kubectl(
+        "delete", "configmap", "owner", "-n", namespace, "--cascade=orphan", "--wait=false"
+    )
+
+    def done() -> bool:
+        names = secured.kubectl("get", "agents", "-n", namespace, "-o", "name").split()
+        left = views.agent(secured, namespace, "owned")["metadata"]
+        return names == ["agent.orchestrator.mosaicstack.dev/owned"] and not left.get(
+            "ownerReferences"
+        )
+
+    # The collector notices a new resource type on its own schedule (tens of seconds).
+    wait_for(done, 120, "the collector to finish the foreground deletion and the orphaning")
 
 
 @pytest.mark.parametrize("side", ["server-side", "client-side"])
@@ -490,10 +526,24 @@ def test_the_template_guard_refuses_each_rule_with_its_sentence_and_lets_good_on
     guard.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
     wait_for(lambda: phase_of(guard, namespace, "good") == "Completed", 60, "Completed")
 
-    # Its ConfigMap lost: a new Agent is refused, but updates are not judged, so the
+    # A template is judged once: changing it later is refused, whatever the new one holds.
+    changed = guard.kubectl_result(
+        "patch", "agent", "good", "-n", namespace, "--type", "merge",
+        "-p", json.dumps({"spec": {"template": {"spec": {"hostPID": True}}}}),
+    )  # fmt: skip
+    assert changed.stderr.strip().endswith(
+        "denied request: spec.template: an Agent's template is fixed once it is created while "
+        "the template guard is on; delete the Agent and create it anew"
+    ), changed.stderr
+
+    # Its ConfigMap lost: a new Agent is refused, but nothing else is judged, so the
     # operator still removes its finalizer and a deletion completes.
     guard.kubectl("delete", "configmap", "agent-template-guard", "-n", GUARD_NAMESPACE)
-    wait_for(lambda: create("after", {}, "--dry-run=server").returncode, 30, "a refusal")
+    wait_for(
+        lambda: "no params found" in create("after", {}, "--dry-run=server").stderr,
+        30,
+        "a refusal for want of params",
+    )
     guard.kubectl("delete", "agent", "good", "-n", namespace, "--timeout=60s")
     assert guard.kubectl("get", "agents", "-n", namespace, "-o", "name") == ""
 

@@ -613,3 +613,15 @@ def test_without_the_audit_policies_a_written_killed_by_is_not_believed() -> Non
     agents_pass(op)
     assert status(api)["phase"] == "Killed"
     assert "killedBy" not in status(api)
+
+
+def test_a_switch_with_the_longest_reason_still_kills() -> None:
+    api = recorded_agent("Spawning", "Running")
+    api.pod = running()
+    op, _ = operator(api)
+    name = "s" * 253
+    switch = {"metadata": {"name": name}, "spec": {"engaged": True, "reason": "r" * 1024}}
+    op.switch_event(switch, gone=False)
+    agents_pass(op)
+    assert api.deleted == [(POD, 10)], "the Pod is stopped"
+    assert len(status(api)["stopping"]["message"]) == models.KILL_MESSAGE_MAX

@@ -375,6 +375,15 @@ def test_a_kill_keeps_its_reason_and_message() -> None:
     assert decision.life.completed_at == at(5)
 
 
+def test_the_kill_on_record_wins_over_a_later_one() -> None:
+    first = Kill(Reason.KILLED, "over budget", "alice")
+    stopping = dataclasses.replace(RUNNING, stopping=first)
+    later = Kill(Reason.KILLSWITCH_ENGAGED, "killswitch all-stop: spend", "bob")
+    decision = lifecycle.decide(stopping, lifecycle.NO_POD, at(5), kill=later)
+    (killed,) = decision.transitions
+    assert (killed.reason, killed.message, killed.by) == ("Killed", "over budget", "alice")
+
+
 def test_the_life_keeps_start_and_completion_times() -> None:
     decision = lifecycle.decide(SPAWNING, SUCCEEDED_POD, at(8))
     assert decision.life.started_at == at(2)
