@@ -142,6 +142,16 @@ class Operator:
         self.process.wait(timeout=30)
 
 
+def killswitch_body(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """An engaged Killswitch over the agents labelled ``labels``."""
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": "Killswitch",
+        "metadata": {"name": name},
+        "spec": {"engaged": True, "reason": "benchmark", "agentSelector": {"matchLabels": labels}},
+    }
+
+
 def start_operator(env: dict[str, str], valkey_url: str, namespace: str, tmp: Path) -> Operator:
     log = tmp / f"{namespace}-operator.log"
     with log.open("wb") as out:
@@ -575,18 +585,7 @@ async def kill_run(
     try:
         began = time.monotonic()
         await api.request(
-            "POST",
-            f"{GROUP}/killswitches",
-            {
-                "apiVersion": models.API_VERSION,
-                "kind": "Killswitch",
-                "metadata": {"name": switch},
-                "spec": {
-                    "engaged": True,
-                    "reason": "benchmark",
-                    "agentSelector": {"matchLabels": {"b": namespace}},
-                },
-            },
+            "POST", f"{GROUP}/killswitches", killswitch_body(switch, {"b": namespace})
         )
         await until(lambda: all_gone(watch, namespace), 900, f"{size} kills")
         took = max(watch.gone.values()) - began

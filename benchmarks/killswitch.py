@@ -30,6 +30,7 @@ from typing import Any, cast
 import kubernetes
 import redis
 
+from benchmarks import fleet
 from controller import kube
 from localcluster import cluster as localcluster
 from localcluster import procs
@@ -83,20 +84,7 @@ async def one_size(
     )
     with redis.Redis.from_url(valkey_url) as client:
         client.flushdb()
-    log = (Path(tempfile.gettempdir()) / f"{namespace}-operator.log").open("wb")
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run"],
-        env={
-            **env,
-            "VALKEY_URL": valkey_url,
-            "WATCH_NAMESPACES": namespace,
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_PORT": "0",
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    operator = fleet.start_operator(env, valkey_url, namespace, Path(tempfile.gettempdir()))
     switch = f"bench-{namespace}"
     try:
         pending = [
@@ -117,25 +105,14 @@ async def one_size(
         await api.request(
             "POST",
             f"{GROUP}/killswitches",
-            {
-                "apiVersion": "orchestrator.mosaicstack.dev/v1alpha1",
-                "kind": "Killswitch",
-                "metadata": {"name": switch},
-                "spec": {
-                    "engaged": True,
-                    "reason": "benchmark",
-                    "agentSelector": {"matchLabels": {"bench": namespace}},
-                },
-            },
+            fleet.killswitch_body(switch, {"bench": namespace}),
         )
         return await asyncio.to_thread(
             _watch_kills, api, namespace, valkey_url, size, started, last_id
         )
     finally:
         await _quietly(api.request("DELETE", f"{GROUP}/killswitches/{switch}"))
-        operator.terminate()
-        operator.wait(timeout=30)
-        log.close()
+        operator.stop()
         for item in (await api.request("GET", f"{GROUP}/namespaces/{namespace}/agents"))["items"]:
             name = item["metadata"]["name"]
             body = {"metadata": {"finalizers": None}}

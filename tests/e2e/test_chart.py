@@ -89,16 +89,21 @@ def chart(helm_home: Path) -> list[dict[str, Any]]:
     return documents(ok(helm(helm_home, "template", NAME, str(CHART), "--namespace", NAME)))
 
 
-@pytest.fixture(scope="module")
-def base() -> list[dict[str, Any]]:
+def kustomize(folder: str) -> list[dict[str, Any]]:
+    """deploy/``folder`` as `kubectl kustomize` renders it."""
     out = subprocess.run(
-        [KUBECTL, "kustomize", str(REPO / "deploy" / "base")],
+        [KUBECTL, "kustomize", str(REPO / "deploy" / folder)],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     ).stdout
     return documents(out)
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    return kustomize("base")
 
 
 def test_helm_lint_passes_with_and_without_monitoring(helm_home: Path) -> None:
@@ -175,15 +180,7 @@ def test_the_template_guard_is_deploys_policy_bound_to_the_values(helm_home: Pat
             )
         )
     )  # fmt: skip
-    shipped = documents(
-        subprocess.run(
-            [KUBECTL, "kustomize", str(REPO / "deploy" / "template-guard")],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    )
+    shipped = kustomize("template-guard")
     policy = "agent-template-guard.orchestrator.mosaicstack.dev"
     for name in (policy, "agent-template-fixed.orchestrator.mosaicstack.dev"):
         assert one(docs, "ValidatingAdmissionPolicy", name) == one(

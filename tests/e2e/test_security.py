@@ -15,6 +15,7 @@ import yaml
 from controller import models
 from tests.conftest import REPO, Cluster, Operators
 from tests.e2e import views
+from tests.e2e.test_killswitch import switch_yaml
 from tests.e2e.test_plugin import agents as kubectl_agents
 from tests.helpers import wait_for
 
@@ -208,17 +209,8 @@ def test_a_switch_engaged_as_bob_is_on_record_as_bob(
         )
         secured.kubectl("apply", "-n", namespace, "-f", "-", stdin=labelled)
         wait_for(lambda: phase_of(secured, namespace, "caught") == "Running", 60, "Running")
-        switch = {
-            "apiVersion": models.API_VERSION,
-            "kind": "Killswitch",
-            "metadata": {"name": switch_name},
-            "spec": {
-                "engaged": True,
-                "reason": "runaway spend",
-                "agentSelector": {"matchLabels": {"switch": switch_name}},
-            },
-        }
-        secured.kubectl("apply", "--as", "bob", "-f", "-", stdin=json.dumps(switch))
+        switch = switch_yaml(switch_name, True, {"switch": switch_name})
+        secured.kubectl("apply", "--as", "bob", "-f", "-", stdin=switch)
         wait_for(lambda: phase_of(secured, namespace, "caught") == "Killed", 60, "Killed")
 
         body = views.agent(secured, namespace, "caught")
