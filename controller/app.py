@@ -50,9 +50,14 @@ from controller import (
 log = logging.getLogger("controller")
 STOP_TIMEOUT: Final = 10.0
 PRIME_RETRY: Final = 2.0
-AGENT_WORKERS: Final = 16
+# Of each queue's workers, some are kept from its slow lane (new agents, listings,
+# anti-entropy's backlog): a Pod's change, a kill or a transition to mirror never
+# waits for a worker behind them.
+AGENT_WORKERS: Final = 20
+AGENT_SLOW_LIMIT: Final = 16
 SWITCH_WORKERS: Final = 2
 MIRROR_WORKERS: Final = 8
+MIRROR_SLOW_LIMIT: Final = 6
 
 
 class Operator:
@@ -75,9 +80,9 @@ class Operator:
         self.resync_interval = resync_interval
         self.metrics = metrics_ or metrics.Metrics()
         self.store = store.Store(audit=audit_annotations)
-        self.agents_queue = workqueue.WorkQueue("agents")
+        self.agents_queue = workqueue.WorkQueue("agents", slow_limit=AGENT_SLOW_LIMIT)
         self.switches_queue = workqueue.WorkQueue("killswitches")
-        self.mirror_queue = workqueue.WorkQueue("mirror")
+        self.mirror_queue = workqueue.WorkQueue("mirror", slow_limit=MIRROR_SLOW_LIMIT)
         self.warnings = warnings = kube.Recorder(api)
         self.agents = agents.Agents(
             api,

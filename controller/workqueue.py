@@ -14,7 +14,9 @@ its model, for one event loop (so there are no locks):
 - ``add_after`` keeps, per key, the earliest time asked for;
 - ``RateLimiter`` is ``MaxOfRateLimiter(ItemExponentialFailureRateLimiter,
   BucketRateLimiter)``, client-go's default controller rate limiter;
-- ``run_workers`` is controller-runtime's worker loop around a reconcile.
+- ``run_workers`` is controller-runtime's worker loop around a reconcile;
+- ``slow_limit`` caps the workers on the slow lane, so that some are always free
+  for urgent keys: a change observed never waits behind a backlog of slow work.
 """
 
 from __future__ import annotations
@@ -114,8 +116,12 @@ class WorkQueue:
         name: str = "",
         rate_limiter: RateLimiter | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        slow_limit: int | None = None,
     ) -> None:
+        if slow_limit is not None and slow_limit < 1:
+            raise ValueError(f"a work queue's slow_limit must be at least 1, got {slow_limit}")
         self.name = name
+        self.slow_limit = slow_limit  # None: any number of slow keys may be held at once
         self._rate_limiter = (
             RateLimiter(monotonic=monotonic) if rate_limiter is None else rate_limiter
         )
@@ -125,6 +131,7 @@ class WorkQueue:
         self._urgent: dict[str, None] = {}
         self._urgent_keys: set[str] = set()  # keys added urgent, until handed out
         self._held_urgent: set[str] = set()  # handed out urgent: a requeue keeps the lane
+        self._held_slow: set[str] = set()  # handed out from the slow lane, not yet done
         # Keys that need processing: those in _ready, and those added while processing.
         self._dirty: set[str] = set()
         self._processing: set[str] = set()  # handed out by get(), not yet done()
@@ -162,8 +169,10 @@ class WorkQueue:
         return self._urgent if key in self._urgent_keys else self._ready
 
     def _pop_ready(self) -> str | None:
-        """The next key to hand out, urgent ones first; None if there is none."""
-        for lane in (self._urgent, self._ready):
+        """The next key to hand out, urgent ones first, slow ones only while fewer than
+        ``slow_limit`` are held; None if there is none."""
+        slow_open = self.slow_limit is None or len(self._held_slow) < self.slow_limit
+        for lane in (self._urgent, self._ready) if slow_open else (self._urgent,):
             if lane:
                 key = next(iter(lane))
                 del lane[key]
@@ -220,6 +229,8 @@ class WorkQueue:
         if key in self._urgent_keys:
             self._urgent_keys.discard(key)
             self._held_urgent.add(key)
+        else:
+            self._held_slow.add(key)
         self._processing.add(key)
         return key
 
@@ -229,6 +240,10 @@ class WorkQueue:
             return  # not handed out (or done twice): nothing to finish, nothing to re-queue
         self._processing.remove(key)
         self._held_urgent.discard(key)
+        if key in self._held_slow:
+            self._held_slow.discard(key)
+            if self._ready:
+                self._wake_one_getter()  # a slow key may be waiting for this very place
         if key in self._dirty:
             self._lane(key)[key] = None
             self._wake_one_getter()
@@ -272,6 +287,7 @@ class WorkQueue:
         self._urgent.clear()
         self._urgent_keys.clear()
         self._held_urgent.clear()
+        self._held_slow.clear()
         self._dirty.clear()  # nor does done() put a key back
         if self._processing:
             drained = asyncio.get_running_loop().create_future()

@@ -536,3 +536,81 @@ def test_an_urgent_key_requeued_after_a_conflict_stays_urgent() -> None:
 
     asyncio.run(scenario())
     assert order[:2] == ["kill", "kill"]
+
+
+# --- the slow lane's limit: workers kept for observed changes ---
+
+
+def test_a_slow_limit_keeps_workers_free_for_urgent_keys() -> None:
+    """Two workers, at most one on the slow lane: while a slow pass hangs, the second
+    worker takes urgent keys at once and never a second slow one."""
+    ran: list[str] = []
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue(slow_limit=1)
+        spawning = asyncio.Event()
+        release = asyncio.Event()
+
+        async def reconcile(key: str) -> workqueue.Result:
+            ran.append(key)
+            if key == "new-1":
+                spawning.set()
+                await release.wait()  # a spawn that takes its time
+            if key == "pod-started":
+                release.set()
+            if len(ran) == 4:
+                queue.shut_down()
+            return workqueue.Result()
+
+        for key in ("new-1", "new-2", "new-3"):
+            queue.add(key)
+        async with asyncio.timeout(5), asyncio.TaskGroup() as group:
+            group.create_task(workqueue.run_workers(queue, reconcile, 2))
+            await spawning.wait()
+            await asyncio.sleep(0)  # the other worker has come back for a key
+            assert ran == ["new-1"], "the second worker must not take a slow key"
+            queue.add("pod-started", urgent=True)
+
+    asyncio.run(scenario())
+    assert ran == ["new-1", "pod-started", "new-2", "new-3"]
+
+
+def test_a_slow_key_waiting_for_a_place_gets_it_when_a_slow_pass_ends() -> None:
+    async def handed_out() -> list[str]:
+        queue = workqueue.WorkQueue(slow_limit=1)
+        queue.add("a")
+        queue.add("b")
+        first = await queue.get()
+        waiting = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        assert not waiting.done(), "a second slow key while the one place is taken"
+        queue.done(first)
+        async with asyncio.timeout(5):
+            second = await waiting
+        return [first, second]
+
+    assert asyncio.run(handed_out()) == ["a", "b"]
+
+
+def test_an_urgent_key_requeued_holds_no_slow_place() -> None:
+    async def handed_out() -> list[str]:
+        queue = workqueue.WorkQueue(slow_limit=1)
+        queue.add("kill", urgent=True)
+        queue.add("new-1")
+        queue.add("new-2")
+        kill = await queue.get()
+        first_new = await queue.get()
+        queue.done(kill)  # an urgent pass ending frees no slow place
+        queue.add(kill, urgent=True)
+        again = await queue.get()
+        assert len(queue) == 1, "new-2 waits for new-1's place"
+        queue.done(first_new)
+        async with asyncio.timeout(5):
+            return [kill, first_new, again, await queue.get()]
+
+    assert asyncio.run(handed_out()) == ["kill", "new-1", "kill", "new-2"]
+
+
+def test_a_slow_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="slow_limit must be at least 1, got 0"):
+        workqueue.WorkQueue(slow_limit=0)
