@@ -329,11 +329,18 @@ class Store:
     # --- pods ---
 
     def observe_pod(self, body: Mapping[str, Any], gone: bool = False) -> str | None:
-        """A watch event of a Pod; the key of the Agent that owns it, if one does."""
+        """A watch event of a Pod; the key of the Agent that owns it, if one does and the
+        event is news to it. A Pod the same in all the operator reads (its trimmed body) as
+        the one stored is none: the echo of our own create, the scheduler's binding, a
+        condition flipping. No pass could decide anything else on it."""
         key = owner_key(body)
-        if key is not None:
-            self._pods[key] = SeenPod(trim_pod(body), gone)
-            self._account(key)
+        if key is None:
+            return None
+        seen = SeenPod(trim_pod(body), gone)
+        if self._pods.get(key) == seen:
+            return None
+        self._pods[key] = seen
+        self._account(key)
         return key
 
     def put_pod(self, key: str, body: Mapping[str, Any]) -> None:

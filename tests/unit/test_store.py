@@ -91,6 +91,25 @@ def test_a_pod_owned_by_no_agent_is_not_indexed() -> None:
     assert cache.pod(KEY) is None
 
 
+def test_a_pod_the_same_in_all_the_operator_reads_is_no_news() -> None:
+    cache = store.Store()
+    made = running_pod()
+    made["status"] = {"phase": "Pending"}
+    cache.put_pod(KEY, made)  # the response to our own create
+    echo = copy.deepcopy(made)
+    echo["metadata"]["resourceVersion"] = "7"
+    assert cache.observe_pod(echo) is None, "the watch's echo of our create"
+    bound = copy.deepcopy(echo)
+    bound["spec"] = {"nodeName": "kwok-node-0"}
+    bound["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+    assert cache.observe_pod(bound) is None, "the scheduler's binding"
+    assert cache.observe_pod(running_pod()) == KEY, "it started"
+    assert cache.pod(KEY).body["status"]["phase"] == "Running"  # type: ignore[union-attr]
+    assert cache.observe_pod(running_pod()) is None, "the same again"
+    assert cache.observe_pod(running_pod(), gone=True) == KEY, "it went"
+    assert cache.pod(KEY).gone  # type: ignore[union-attr]
+
+
 def test_the_echo_of_our_own_write_is_kept_but_is_no_news() -> None:
     cache = store.Store()
     ours = agent_body()
