@@ -9,6 +9,7 @@ reconciles (and resyncs the mirror of) each of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 import kopf
@@ -29,6 +30,23 @@ class Intake(Protocol):
     async def namespace_event(self, body: dict[str, Any], gone: bool) -> None: ...
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No essence: kopf builds one for every event (a deep copy of the body) to diff it for
+    change-detecting handlers, and there are none here, only ``on.event``. Nothing is
+    fetched from or stored on the objects either."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def register(
     registry: kopf.OperatorRegistry,
     intake: Intake,
@@ -38,6 +56,7 @@ def register(
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Transition events are ours to post; kopf's own log lines would flood `describe`.
         settings.posting.enabled = False
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
 
