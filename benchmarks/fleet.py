@@ -2,22 +2,26 @@
 
 Each measure runs twice on the same cluster, one after the other: once through the
 operator, once through a bare asyncio client (``Floor``) that sends the requests the
-operator sends per agent, at the operator's concurrency (16 workers), with every body
-computed beforehand. The ratio of the two is the operator's overhead; the floor is
-what the API server, etcd and kwok cost on this machine.
+operator sends per agent, at the operator's concurrency (its 20 workers, at most 16
+on new agents, observed changes served first: ``Places``), with every body computed
+beforehand. The ratio of the two is the operator's overhead; the floor is what the
+API server, etcd and kwok cost on this machine.
 
 - kill N: N running agents; a Killswitch (operator) or the bare requests (floor):
   per agent the status PATCH that records the kill under way, the Pod's DELETE with
   the agent's grace period, and once the Pod is gone the status PATCH to Killed and
   its Event. Timed until every Pod is gone and every status says Killed.
-- burst N: N agents through 2-second lives. Operator: apply them and wait until every
-  status says Completed. Floor: the same Agents created, then per agent the finalizer
-  PATCH, the status PATCH to Spawning, its Event and the Pod's POST; as the Pod watch
-  shows each Pod start and finish, the status PATCH and the Event of that transition.
-  The operator's run also gives the mirror lag (a Pod change seen by a watch here ->
-  its event on the Valkey channel: p50, p99, max), the API server's own p99 for a
-  status PATCH in the same burst (from its /metrics), and the operator's peak RSS and
-  CPU seconds per 1000 lives.
+- burst N: N agents through 2-second lives. Operator: apply them; the run ends when
+  the last status says Completed. Floor: the same Agents created, then per agent the
+  finalizer PATCH, the status PATCH to Spawning, its Event and the Pod's POST; as the
+  Pod watch shows each Pod start and finish, the status PATCH and the Event of that
+  transition. Both are watched by ``benchmarks.observe`` in a process of its own,
+  which sees the end and times every change.
+- mirror lag (in each burst): a Pod change seen by the observer's watch -> its event
+  on the Valkey channel (p50, p99, max), and its parts (-> the status seen, -> the
+  event); beside it the API server's own p99 for a status PATCH in the same burst
+  (from its /metrics), and the floor's own lag, its Pod change -> its status seen,
+  timed the same way. Also the operator's peak RSS and CPU seconds per 1000 lives.
 
 Usage: ``make bench`` or ``python -m benchmarks.fleet [--kill 10,100,1000] [--burst 1000]``.
 Uses the ``make up`` cluster when one is up, else starts one of its own (and stops
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime
 import json
@@ -41,7 +46,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,14 +55,13 @@ import kubernetes
 import redis
 import urllib3
 
-from controller import kube, lifecycle, models, status, workload
+from controller import app, kube, lifecycle, models, status, workload
 from localcluster import cluster as localcluster
 from localcluster import procs
 from localcluster import valkey as localvalkey
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP = "/apis/orchestrator.mosaicstack.dev/v1alpha1"
-WORKERS = 16  # app.AGENT_WORKERS: the operator's concurrency
 SIM = "sim.orchestrator.mosaicstack.dev/run-for"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
@@ -247,6 +251,58 @@ class PodWatch:
                 self.on_change(change, name, pod)
 
 
+class Observer:
+    """``benchmarks.observe`` in a process of its own (see there): the burst's clock and eyes."""
+
+    def __init__(self, env: dict[str, str], namespace: str, count: int, valkey: str, tmp: Path):
+        self.out = tmp / f"{namespace}-observed.json"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.observe",
+                "--kubeconfig",
+                env["KUBECONFIG"],
+                "--namespace",
+                namespace,
+                "--count",
+                str(count),
+                "--valkey",
+                valkey,
+                "--out",
+                str(self.out),
+            ],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        self._lines, self._stdin = self.process.stdout, self.process.stdin
+        if self._lines is None or self._stdin is None or self._lines.readline() != "ready\n":
+            self.process.kill()
+            raise RuntimeError(f"the observer of {namespace} did not start")
+
+    async def done(self) -> float:
+        """When (``time.time()``) the last Agent was seen Completed."""
+        line = await asyncio.to_thread(self._lines.readline)  # type: ignore[union-attr]
+        if not line.startswith("done "):
+            raise RuntimeError(f"the observer stopped before the end: {line!r}")
+        return float(line.split()[1])
+
+    def stop(self) -> dict[str, dict[str, dict[str, float]]]:
+        """What it saw (``benchmarks.observe``'s JSON); the process is ended."""
+        self._stdin.close()  # type: ignore[union-attr]
+        try:
+            self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        seen: dict[str, dict[str, dict[str, float]]] = json.loads(self.out.read_text())
+        return seen
+
+
 async def new_namespace(api: kube.Kube, prefix: str) -> str:
     namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
     await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -269,17 +325,68 @@ async def drop_namespace(api: kube.Kube, namespace: str) -> None:
     with contextlib.suppress(kube.ApiError):
         await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
 
+    async def gone() -> bool:
+        try:
+            await api.request("GET", f"/api/v1/namespaces/{namespace}")
+        except kube.NotFound:
+            return True
+        return False
+
+    # Its Pods, Agents and Events deleted by the cluster in the background would weigh on
+    # whatever is measured next.
+    await until(gone, 600, f"namespace {namespace} to be deleted")
+
 
 # --- the floor: the operator's requests, from a bare client ---
 
 
+class Places:
+    """The operator's concurrency for a bare client: ``total`` requests at once, at most
+    ``slow`` of them for new work, and urgent requests (an observed change, a kill) served
+    before the others waiting, as the operator's work queue hands out its urgent lane first."""
+
+    def __init__(self, total: int, slow: int) -> None:
+        self.free, self.slow_free = total, slow
+        self.waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, urgent: bool) -> AsyncIterator[None]:
+        if self._open(urgent) and not self.waiting[True] and not self.waiting[urgent]:
+            self._take(urgent)
+        else:
+            place = asyncio.get_running_loop().create_future()
+            self.waiting[urgent].append(place)
+            await place  # taken for it by whoever handed it on
+        try:
+            yield
+        finally:
+            self.free += 1
+            self.slow_free += not urgent
+            for lane in (True, False):
+                while self.waiting[lane] and self._open(lane):
+                    self._take(lane)
+                    self.waiting[lane].popleft().set_result(None)
+
+    def _open(self, urgent: bool) -> bool:
+        return self.free > 0 and (urgent or self.slow_free > 0)
+
+    def _take(self, urgent: bool) -> None:
+        self.free -= 1
+        self.slow_free -= not urgent
+
+
 class Floor:
     """The operator's writes for one agent, bodies computed by the operator's own pure code
-    beforehand, sent with no store, no queue, no decision: what they cost the API alone."""
+    beforehand, sent with no store, no queue, no decision: what they cost the API alone.
+    A pass's requests are sent holding one place (``gate``), as the operator's pass holds
+    its worker."""
 
     def __init__(self, api: kube.Kube) -> None:
         self.api = api
-        self.gate = asyncio.Semaphore(WORKERS)
+        self.gate = Places(app.AGENT_WORKERS, app.AGENT_SLOW_LIMIT)
 
     def path(self, agent: models.Agent) -> str:
         return f"{GROUP}/namespaces/{agent.metadata.namespace}/agents/{agent.metadata.name}"
@@ -289,10 +396,9 @@ class Floor:
             "metadata": {"resourceVersion": agent.metadata.resource_version},
             "status": new.model_dump(by_alias=True, mode="json", exclude_none=True),
         }
-        async with self.gate:
-            written = await self.api.request(
-                "PATCH", self.path(agent) + "/status", body, kube.MERGE_PATCH
-            )
+        written = await self.api.request(
+            "PATCH", self.path(agent) + "/status", body, kube.MERGE_PATCH
+        )
         return models.Agent.model_validate(written)
 
     async def transition(
@@ -302,8 +408,7 @@ class Floor:
         life = agent.status.life().advance(step)
         after = status.after(agent.status, step, life, agent.metadata.generation, at)
         agent = await self.write_status(agent, after)
-        async with self.gate:
-            await self.api.post_event(agent.model_dump(by_alias=True), "Normal", to, reason)
+        await self.api.post_event(agent.model_dump(by_alias=True), "Normal", to, reason)
         return agent
 
 
@@ -327,17 +432,18 @@ async def floor_kill(api: kube.Kube, namespace: str, grace: int) -> Callable[[],
     stopping = models.Stopping(reason=lifecycle.Reason.KILLSWITCH_ENGAGED, message="benchmark")
 
     async def one(agent: models.Agent) -> None:
-        agent = await floor.write_status(
-            agent, agent.status.model_copy(update={"stopping": stopping})
-        )
         pod_name = workload.pod_name(agent)
-        async with floor.gate:
+        async with floor.gate(urgent=True):  # the pass that sees the kill
+            agent = await floor.write_status(
+                agent, agent.status.model_copy(update={"stopping": stopping})
+            )
             with contextlib.suppress(kube.NotFound, kube.Conflict):
                 await api.delete_pod(namespace, pod_name, grace, pods[pod_name])
         await gone[pod_name].wait()
-        await floor.transition(
-            agent, lifecycle.Phase.KILLED, lifecycle.Reason.KILLSWITCH_ENGAGED, _now()
-        )
+        async with floor.gate(urgent=True):  # the pass that sees the Pod gone
+            await floor.transition(
+                agent, lifecycle.Phase.KILLED, lifecycle.Reason.KILLSWITCH_ENGAGED, _now()
+            )
 
     loop = asyncio.get_running_loop()
     gone = {name: asyncio.Event() for name in pods}
@@ -361,10 +467,11 @@ async def floor_kill(api: kube.Kube, namespace: str, grace: int) -> Callable[[],
 async def floor_burst(api: kube.Kube, namespace: str, count: int, run_for: str) -> None:
     """What the operator sends per agent through a short life, driven by a Pod watch. The
     Agents are created as the operator's run creates them (50 at a time, the user's apply,
-    not the operator's work); then per agent, at the operator's concurrency: the finalizer
-    PATCH, the fresh GET and the Killswitch LIST made before a Pod, the status PATCH to
-    Spawning and its Event, the Pod's POST, the status PATCH that notes the Pod; and as the
-    Pod watch shows it start and finish, each transition's status PATCH and Event."""
+    not the operator's work); then per agent, at the operator's concurrency, in one slow
+    place: the finalizer PATCH, the fresh GET and the Killswitch LIST made before a Pod,
+    the status PATCH to Spawning and its Event, the Pod's POST, the status PATCH that notes
+    the Pod; and as the Pod watch shows it start and finish, in an urgent place each, that
+    transition's status PATCH and Event."""
     floor = Floor(api)
     done: dict[str, asyncio.Event] = {}
     started: dict[str, asyncio.Event] = {}
@@ -384,33 +491,34 @@ async def floor_burst(api: kube.Kube, namespace: str, count: int, run_for: str) 
                 "finalizers": [models.FINALIZER],
             }
         }
-        async with floor.gate:
+        async with floor.gate(urgent=False):  # the spawning pass, a new agent's
             patched = await api.request("PATCH", path, finalizer, kube.MERGE_PATCH)
-        current = await floor.transition(
-            models.Agent.model_validate(patched),
-            lifecycle.Phase.SPAWNING,
-            lifecycle.Reason.CREATED,
-            _now(),
-        )
-        async with floor.gate:
             await api.request("GET", path)
             await api.request("GET", f"{GROUP}/killswitches")
-        pod = workload.render(current)
-        name = pod["metadata"]["name"]
-        started[name], done[name] = asyncio.Event(), asyncio.Event()
-        async with floor.gate:
+            current = await floor.transition(
+                models.Agent.model_validate(patched),
+                lifecycle.Phase.SPAWNING,
+                lifecycle.Reason.CREATED,
+                _now(),
+            )
+            pod = workload.render(current)
+            name = pod["metadata"]["name"]
+            started[name], done[name] = asyncio.Event(), asyncio.Event()
             await api.create_pod(pod)
-        current = await floor.write_status(
-            current, current.status.model_copy(update={"pod_name": name})
-        )
+            current = await floor.write_status(
+                current, current.status.model_copy(update={"pod_name": name})
+            )
+        # The Pod's changes: urgent passes, as the operator's queue has them.
         await started[name].wait()
-        current = await floor.transition(
-            current, lifecycle.Phase.RUNNING, lifecycle.Reason.STARTED, _now()
-        )
+        async with floor.gate(urgent=True):
+            current = await floor.transition(
+                current, lifecycle.Phase.RUNNING, lifecycle.Reason.STARTED, _now()
+            )
         await done[name].wait()
-        await floor.transition(
-            current, lifecycle.Phase.COMPLETED, lifecycle.Reason.COMPLETED, _now()
-        )
+        async with floor.gate(urgent=True):
+            await floor.transition(
+                current, lifecycle.Phase.COMPLETED, lifecycle.Reason.COMPLETED, _now()
+            )
 
     watch = PodWatch(api, namespace, on_change=seen)
     watch.start()
@@ -613,6 +721,32 @@ async def kill_run(
     out.rows.append((f"kill {size} (s, until every Pod is gone)", took, floor_took))
 
 
+def segments(seen: dict[str, dict[str, dict[str, float]]]) -> dict[str, list[float]]:
+    """Each Pod change's lag, whole and in two parts: seen here -> its status seen here (the
+    operator's watch, queue, pass and status PATCH, and that write's watch event) -> heard
+    on the channel (the mirror's queue and Valkey write). An event heard before the watch
+    here saw its change counts as no lag, and so on for each part."""
+    parts: dict[str, list[float]] = {"whole": [], "to status": [], "status to event": []}
+    for uid, changes in seen["pods"].items():
+        heard, status = seen["heard"].get(uid, {}), seen["status"].get(uid, {})
+        for phase, at in changes.items():
+            if phase in heard:
+                parts["whole"].append(max(0.0, heard[phase] - at))
+            if phase in status:
+                parts["to status"].append(max(0.0, status[phase] - at))
+                if phase in heard:
+                    parts["status to event"].append(max(0.0, heard[phase] - max(status[phase], at)))
+    return parts
+
+
+def spread(values: list[float]) -> str:
+    """p50, p99 and max, in milliseconds."""
+    return (
+        f"p50 {1000 * percentile(values, 0.5):.0f} ms, p99 {1000 * percentile(values, 0.99):.0f} "
+        f"ms, max {1000 * max(values, default=float('nan')):.0f} ms"
+    )
+
+
 async def burst_run(
     api: kube.Kube,
     env: dict[str, str],
@@ -624,53 +758,18 @@ async def burst_run(
 ) -> None:
     run_for = "2s"
 
-    async def all_completed(namespace: str) -> bool:
-        return (await phases(api, namespace)).count("Completed") == size
-
     # The operator, with the mirror lag measured beside it.
     namespace = await new_namespace(api, "burst-op")
     operator = start_operator(env, valkey_url, namespace, tmp)
-    seen: dict[tuple[str, str], float] = {}
-    heard: dict[tuple[str, str], float] = {}
-
-    def pod_changed(change: str, name: str, pod: dict[str, Any]) -> None:
-        owner = (pod["metadata"].get("labels") or {}).get(workload.LABEL_AGENT_UID, name)
-        phase = {"running": "Running", "finished": "Completed"}.get(change)
-        if phase:
-            seen[(owner, phase)] = time.monotonic()
-
-    listening = threading.Event()
-    stop_listening = threading.Event()
-
-    def listen() -> None:
-        client = redis.Redis.from_url(valkey_url)
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
-        pubsub.subscribe("orchestrator:events")
-        listening.set()
-        while not stop_listening.is_set():
-            message = pubsub.get_message(timeout=0.2)
-            if message and message["type"] == "message":
-                data = json.loads(message["data"]).get("data") or {}
-                if data.get("namespace") == namespace:
-                    key = (str(data.get("uid")), str(data.get("to")))
-                    heard.setdefault(key, time.monotonic())  # the first arrival, not a replay
-        pubsub.close()
-        client.close()
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    listening.wait(10)
-    watch = PodWatch(api, namespace, on_change=pod_changed)
-    watch.start()
+    observer = Observer(env, namespace, size, valkey_url, tmp)
     try:
         profiler = Profile(operator.process.pid, tmp / "profile.txt") if profile else None
         cpu_before = operator.cpu_seconds()
         histogram_before = status_patch_histogram(env)
-        began = time.monotonic()
+        began = time.time()
         bodies = [agent(namespace, i, run_for) for i in range(size)]
         await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
-        await until(lambda: all_completed(namespace), 1800, f"{size} completed agents")
-        took = time.monotonic() - began
+        took = await observer.done() - began
         histogram_after = status_patch_histogram(env)
         # The mirror's own part of the lag: its status write -> its Valkey write.
         mirror_part = histogram(operator.metrics(), "agent_operator_mirror_lag_seconds")
@@ -695,20 +794,20 @@ async def burst_run(
             out.notes.append(f"burst {size}: the operator's CPU by function (self time):")
             out.notes.extend(f"    {line}" for line in profiler.top())
     finally:
-        watch.stop()
-        stop_listening.set()
-        listener.join(timeout=5)
+        seen = observer.stop()
         operator.stop()
         await drop_namespace(api, namespace)
-    # An event heard before this benchmark's own watch saw the change counts as no lag.
-    lags = [max(0.0, heard[k] - at) for k, at in seen.items() if k in heard]
+    parts = segments(seen)
     out.notes.append(
-        f"burst {size}: mirror lag (Pod change seen -> event on the channel) over {len(lags)} "
-        f"changes: p50 {1000 * percentile(lags, 0.5):.0f} ms, p99 "
-        f"{1000 * percentile(lags, 0.99):.0f} ms, max {1000 * max(lags, default=0):.0f} ms; "
-        f"the API server's own status PATCH p99 in the same burst: "
-        f"<= {1000 * quantile(histogram_before, histogram_after, 0.99):.0f} ms (bucket bound); "
-        f"of the lag, the operator's status write -> Valkey write p50 <= "
+        f"burst {size}: mirror lag (Pod change seen -> event on the channel) over "
+        f"{len(parts['whole'])} changes: {spread(parts['whole'])}; the API server's own status "
+        f"PATCH p99 in the same burst: <= "
+        f"{1000 * quantile(histogram_before, histogram_after, 0.99):.0f} ms (bucket bound)"
+    )
+    out.notes.append(
+        f"burst {size}: of the lag, change seen -> its status seen: {spread(parts['to status'])}"
+        f"; status seen -> event: {spread(parts['status to event'])}"
+        f"; the operator's status write -> Valkey write p50 <= "
         f"{1000 * quantile({}, mirror_part, 0.5):.0f} ms, p99 <= "
         f"{1000 * quantile({}, mirror_part, 0.99):.0f} ms (its mirror_lag_seconds)"
     )
@@ -717,32 +816,47 @@ async def burst_run(
         f"({1000 * cpu / size:.1f} s per 1000 lives)"
     )
 
-    # The floor.
+    # The floor, its end seen the same way; its lag is its own Pod change -> status written.
     namespace = await new_namespace(api, "burst-floor")
+    observer = Observer(env, namespace, size, "", tmp)
     try:
-        began = time.monotonic()
+        began = time.time()
         lives = asyncio.create_task(floor_burst(api, namespace, size, run_for))
-        # Its end is seen the way the operator's is (the same LIST every 0.2 s).
-        await until(lambda: all_completed(namespace), 1800, f"{size} bare lives")
-        floor_took = time.monotonic() - began
+        floor_took = await observer.done() - began
         await lives
     finally:
+        floor_lag = segments(observer.stop())["to status"]
         await drop_namespace(api, namespace)
     out.rows.append((f"burst {size} (s, 2 s lives, until all Completed)", took, floor_took))
+    out.rows.append(
+        (
+            f"lag p99 {size} (ms; floor: its change -> status)",
+            1000 * percentile(parts["whole"], 0.99),
+            1000 * percentile(floor_lag, 0.99),
+        )
+    )
+    out.notes.append(f"burst {size}: the floor's own change -> status seen: {spread(floor_lag)}")
 
 
 async def run(
-    kills: list[int], bursts: list[int], kubeconfig: Path, valkey_url: str, profile: bool
+    kills: list[int],
+    bursts: list[int],
+    kubeconfig: Path,
+    valkey_url: str,
+    profile: bool,
+    keep: Path | None = None,
 ) -> Figures:
     api = kube.Kube(kube.load_config(str(kubeconfig)))
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     out = Figures()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = keep or Path(scratch)
+            tmp.mkdir(parents=True, exist_ok=True)
             for size in kills:
-                await kill_run(api, env, valkey_url, size, Path(tmp), out)
+                await kill_run(api, env, valkey_url, size, tmp, out)
             for size in bursts:
-                await burst_run(api, env, valkey_url, size, Path(tmp), out, profile)
+                await burst_run(api, env, valkey_url, size, tmp, out, profile)
     finally:
         await api.close()
     return out
@@ -756,6 +870,11 @@ def main() -> None:
     parser.add_argument("--burst", default="200,1000", help="agent counts for the burst")
     parser.add_argument(
         "--profile", action="store_true", help="sample the operator with py-spy in each burst"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the operators' logs and the observers' JSON (benchmarks.observe) here",
     )
     args = parser.parse_args()
 
@@ -781,6 +900,7 @@ def main() -> None:
                     endpoints.kubeconfig,
                     valkey_url,
                     args.profile,
+                    args.keep,
                 )
             )
         finally:
