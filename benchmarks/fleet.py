@@ -23,7 +23,8 @@ API server, etcd and kwok cost on this machine.
   (from its /metrics), and the floor's own lag, its Pod change -> its status seen,
   timed the same way. Also the operator's peak RSS and CPU seconds per 1000 lives.
 
-Usage: ``make bench`` or ``python -m benchmarks.fleet [--kill 10,100,1000] [--burst 1000]``.
+Usage: ``make bench`` or ``python -m benchmarks.fleet [--kill 10,100,1000] [--burst 1000]
+[--rounds 3] [--keep DIR] [--profile]``.
 Uses the ``make up`` cluster when one is up, else starts one of its own (and stops
 it); always a Valkey of its own. Figures only, never a pass or fail.
 """
@@ -39,6 +40,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -845,6 +847,7 @@ async def run(
     valkey_url: str,
     profile: bool,
     keep: Path | None = None,
+    rounds: int = 1,
 ) -> Figures:
     api = kube.Kube(kube.load_config(str(kubeconfig)))
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -853,13 +856,35 @@ async def run(
         with tempfile.TemporaryDirectory() as scratch:
             tmp = keep or Path(scratch)
             tmp.mkdir(parents=True, exist_ok=True)
-            for size in kills:
-                await kill_run(api, env, valkey_url, size, tmp, out)
-            for size in bursts:
-                await burst_run(api, env, valkey_url, size, tmp, out, profile)
+            for round_ in range(1, rounds + 1):
+                if rounds > 1:
+                    out.notes.append(f"--- round {round_} of {rounds}")
+                for size in kills:
+                    await kill_run(api, env, valkey_url, size, tmp, out)
+                for size in bursts:
+                    await burst_run(api, env, valkey_url, size, tmp, out, profile)
     finally:
         await api.close()
     return out
+
+
+def medians(
+    rows: list[tuple[str, float, float]],
+) -> list[tuple[str, float, float, list[float]]]:
+    """Per measure, in first-seen order: the median operator and floor figures, and every
+    round's ratio (whose median is the one to quote)."""
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for measure, ours, floor in rows:
+        runs.setdefault(measure, []).append((ours, floor))
+    return [
+        (
+            measure,
+            statistics.median(o for o, _ in pairs),
+            statistics.median(f for _, f in pairs),
+            [o / f for o, f in pairs],
+        )
+        for measure, pairs in runs.items()
+    ]
 
 
 def main() -> None:
@@ -875,6 +900,9 @@ def main() -> None:
         "--keep",
         type=Path,
         help="keep the operators' logs and the observers' JSON (benchmarks.observe) here",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every measure this many times; print medians"
     )
     args = parser.parse_args()
 
@@ -901,6 +929,7 @@ def main() -> None:
                     valkey_url,
                     args.profile,
                     args.keep,
+                    args.rounds,
                 )
             )
         finally:
@@ -910,6 +939,12 @@ def main() -> None:
     print(f"{'measure':<52}{'operator':>10}{'floor':>10}{'ratio':>8}")
     for measure, ours, floor in figures.rows:
         print(f"{measure:<52}{ours:>10.1f}{floor:>10.1f}{ours / floor:>8.2f}")
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds (each round's ratio in brackets):")
+        for measure, ours, floor, ratios in medians(figures.rows):
+            each = ", ".join(f"{r:.2f}" for r in ratios)
+            ratio = statistics.median(ratios)
+            print(f"{measure:<52}{ours:>10.1f}{floor:>10.1f}{ratio:>8.2f}  [{each}]")
     for note in figures.notes:
         print(note)
 
