@@ -585,15 +585,19 @@ def histogram(text: str, name: str, *labels: str) -> dict[float, float]:
     return buckets
 
 
-def status_patch_histogram(env: dict[str, str]) -> dict[float, float]:
-    """Cumulative counts of the API server's PATCH agents/status latency buckets."""
-    text = subprocess.run(
+def api_metrics(env: dict[str, str]) -> str:
+    """The API server's /metrics."""
+    return subprocess.run(
         [KUBECTL, "get", "--raw", "/metrics"],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def status_patch_histogram(text: str) -> dict[float, float]:
+    """Cumulative counts of the API server's PATCH agents/status latency buckets."""
     return histogram(
         text,
         "apiserver_request_duration_seconds",
@@ -601,6 +605,32 @@ def status_patch_histogram(env: dict[str, str]) -> dict[float, float]:
         'subresource="status"',
         'verb="PATCH"',
     )
+
+
+COUNTED = ("agents", "pods", "events", "killswitches")
+
+
+def requests_made(text: str) -> collections.Counter[str]:
+    """The API server's requests so far by ``VERB resource[/subresource]``, for the kinds an
+    agent's life touches (every client's: the operator's or the floor's, kwok's, the
+    scheduler's, the controller manager's, the watches here)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("resource") in COUNTED:
+            sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+            what = f"{labels['verb']} {labels['resource']}{sub}"
+            counts[what] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def per_agent(scraped: list[str], size: int) -> dict[str, float]:
+    """The requests between two scrapes (``[before, after]``), per agent."""
+    made = requests_made(scraped[1])
+    made.subtract(requests_made(scraped[0]))
+    return {what: n / size for what, n in sorted(made.items()) if n > 0}
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -767,12 +797,12 @@ async def burst_run(
     try:
         profiler = Profile(operator.process.pid, tmp / "profile.txt") if profile else None
         cpu_before = operator.cpu_seconds()
-        histogram_before = status_patch_histogram(env)
+        scraped = [api_metrics(env)]
         began = time.time()
         bodies = [agent(namespace, i, run_for) for i in range(size)]
         await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
         took = await observer.done() - began
-        histogram_after = status_patch_histogram(env)
+        scraped.append(api_metrics(env))
         # The mirror's own part of the lag: its status write -> its Valkey write.
         mirror_part = histogram(operator.metrics(), "agent_operator_mirror_lag_seconds")
         cpu = operator.cpu_seconds() - cpu_before
@@ -800,11 +830,13 @@ async def burst_run(
         operator.stop()
         await drop_namespace(api, namespace)
     parts = segments(seen)
+    patches = [status_patch_histogram(text) for text in scraped]
     out.notes.append(
         f"burst {size}: mirror lag (Pod change seen -> event on the channel) over "
         f"{len(parts['whole'])} changes: {spread(parts['whole'])}; the API server's own status "
         f"PATCH p99 in the same burst: <= "
-        f"{1000 * quantile(histogram_before, histogram_after, 0.99):.0f} ms (bucket bound)"
+        f"{1000 * quantile(patches[0], patches[1], 0.99):.0f} ms "
+        f"(bucket bound)"
     )
     out.notes.append(
         f"burst {size}: of the lag, change seen -> its status seen: {spread(parts['to status'])}"
@@ -822,14 +854,22 @@ async def burst_run(
     namespace = await new_namespace(api, "burst-floor")
     observer = Observer(env, namespace, size, "", tmp)
     try:
+        floor_scraped = [api_metrics(env)]
         began = time.time()
         lives = asyncio.create_task(floor_burst(api, namespace, size, run_for))
         floor_took = await observer.done() - began
         await lives
+        floor_scraped.append(api_metrics(env))
     finally:
         floor_lag = segments(observer.stop())["to status"]
         await drop_namespace(api, namespace)
     out.rows.append((f"burst {size} (s, 2 s lives, until all Completed)", took, floor_took))
+    ours, bare = per_agent(scraped, size), per_agent(floor_scraped, size)
+    counts = [f"{w} {ours.get(w, 0):.2f} ({bare.get(w, 0):.2f})" for w in sorted({*ours, *bare})]
+    out.notes.append(
+        f"burst {size}: the API server's requests per agent, every client's, operator (floor): "
+        + ", ".join(counts)
+    )
     out.rows.append(
         (
             f"lag p99 {size} (ms; floor: its change -> status)",
