@@ -152,14 +152,15 @@ class WorkQueue:
                 self._urgent_keys.add(key)
                 if self._ready.pop(key, False) is None:  # it was waiting: it moves up
                     self._urgent[key] = None
+                    # A worker asleep because the slow lane was full may take it now.
+                    self._wake_one_getter()
             return
         self._dirty.add(key)
         if urgent:
             self._urgent_keys.add(key)
         if key in self._processing:
             return  # done() puts it back: never two workers on one key
-        self._lane(key)[key] = None
-        self._wake_one_getter()
+        self._put_back(key)
 
     def was_urgent(self, key: str) -> bool:
         """Whether ``key``, now with a worker, was handed out from the urgent lane."""
@@ -168,11 +169,21 @@ class WorkQueue:
     def _lane(self, key: str) -> dict[str, None]:
         return self._urgent if key in self._urgent_keys else self._ready
 
+    def _slow_open(self) -> bool:
+        """Whether a slow key may be handed out now (fewer than ``slow_limit`` are held)."""
+        return self.slow_limit is None or len(self._held_slow) < self.slow_limit
+
+    def _put_back(self, key: str) -> None:
+        """Into its lane, waking a worker if one may take it now (a slow key while the slow
+        lane is full waits for a slow pass to end, which wakes one then)."""
+        self._lane(key)[key] = None
+        if key in self._urgent_keys or self._slow_open():
+            self._wake_one_getter()
+
     def _pop_ready(self) -> str | None:
         """The next key to hand out, urgent ones first, slow ones only while fewer than
         ``slow_limit`` are held; None if there is none."""
-        slow_open = self.slow_limit is None or len(self._held_slow) < self.slow_limit
-        for lane in (self._urgent, self._ready) if slow_open else (self._urgent,):
+        for lane in (self._urgent, self._ready) if self._slow_open() else (self._urgent,):
             if lane:
                 key = next(iter(lane))
                 del lane[key]
@@ -245,8 +256,7 @@ class WorkQueue:
             if self._ready:
                 self._wake_one_getter()  # a slow key may be waiting for this very place
         if key in self._dirty:
-            self._lane(key)[key] = None
-            self._wake_one_getter()
+            self._put_back(key)
         if not self._processing:
             _wake_all(self._drainers)
 
@@ -270,8 +280,9 @@ class WorkQueue:
         return self._due.get(key)
 
     def shut_down(self) -> None:
-        """Take no more keys (delayed ones are dropped); keys waiting are still handed out,
-        then ``get`` raises ``ShutDown``."""
+        """Take no more keys (delayed ones are dropped); keys waiting are still handed out
+        (a slow one only to a worker within the slow limit), then ``get`` raises
+        ``ShutDown``."""
         self._shutting_down = True
         for timer in self._timers.values():
             timer.cancel()

@@ -614,3 +614,19 @@ def test_an_urgent_key_requeued_holds_no_slow_place() -> None:
 def test_a_slow_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="slow_limit must be at least 1, got 0"):
         workqueue.WorkQueue(slow_limit=0)
+
+
+def test_a_waiting_key_made_urgent_wakes_a_worker_the_slow_limit_kept_asleep() -> None:
+    async def handed_out() -> str:
+        queue = workqueue.WorkQueue(slow_limit=1)
+        queue.add("spawning")
+        queue.add("new-agent")
+        await queue.get()  # the one slow place is taken
+        idle = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        assert not idle.done(), "the slow lane is full: the idle worker sleeps"
+        queue.add("new-agent", urgent=True)  # e.g. a kill of an agent not yet spawned
+        async with asyncio.timeout(5):
+            return await idle
+
+    assert asyncio.run(handed_out()) == "new-agent"
