@@ -285,9 +285,10 @@ class Observer:
             self.process.kill()
             raise RuntimeError(f"the observer of {namespace} did not start")
 
-    async def done(self) -> float:
+    async def done(self, timeout: float = 1800) -> float:
         """When (``time.time()``) the last Agent was seen Completed."""
-        line = await asyncio.to_thread(self._lines.readline)  # type: ignore[union-attr]
+        reading = asyncio.to_thread(self._lines.readline)  # type: ignore[union-attr]
+        line = await asyncio.wait_for(reading, timeout)
         if not line.startswith("done "):
             raise RuntimeError(f"the observer stopped before the end: {line!r}")
         return float(line.split()[1])
@@ -703,13 +704,18 @@ async def kill_run(
     async def running_agents(prefix: str) -> tuple[str, Operator]:
         namespace = await new_namespace(api, prefix)
         operator = start_operator(env, valkey_url, namespace, tmp)
-        bodies = [agent(namespace, i) for i in range(size)]
-        await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
 
         async def all_running() -> bool:
             return (await phases(api, namespace)).count("Running") == size
 
-        await until(all_running, 900, f"{size} running agents")
+        try:
+            bodies = [agent(namespace, i) for i in range(size)]
+            await create_all(api, bodies, f"{GROUP}/namespaces/{namespace}/agents")
+            await until(all_running, 900, f"{size} running agents")
+        except BaseException:
+            operator.stop()
+            await drop_namespace(api, namespace)
+            raise
         return namespace, operator
 
     async def all_gone(watch: PodWatch, namespace: str) -> bool:
@@ -793,8 +799,10 @@ async def burst_run(
     # The operator, with the mirror lag measured beside it.
     namespace = await new_namespace(api, "burst-op")
     operator = start_operator(env, valkey_url, namespace, tmp)
-    observer = Observer(env, namespace, size, valkey_url, tmp)
+    observer: Observer | None = None
+    seen: dict[str, dict[str, dict[str, float]]] = {}
     try:
+        observer = Observer(env, namespace, size, valkey_url, tmp)
         profiler = Profile(operator.process.pid, tmp / "profile.txt") if profile else None
         cpu_before = operator.cpu_seconds()
         scraped = [api_metrics(env)]
@@ -826,9 +834,12 @@ async def burst_run(
             out.notes.append(f"burst {size}: the operator's CPU by function (self time):")
             out.notes.extend(f"    {line}" for line in profiler.top())
     finally:
-        seen = observer.stop()
-        operator.stop()
-        await drop_namespace(api, namespace)
+        try:
+            if observer is not None:
+                seen = observer.stop()
+        finally:
+            operator.stop()
+            await drop_namespace(api, namespace)
     parts = segments(seen)
     patches = [status_patch_histogram(text) for text in scraped]
     out.notes.append(
@@ -852,17 +863,30 @@ async def burst_run(
 
     # The floor, its end seen the same way; its lag is its own Pod change -> status written.
     namespace = await new_namespace(api, "burst-floor")
-    observer = Observer(env, namespace, size, "", tmp)
+    observer = None
+    lives: asyncio.Task[None] | None = None
+    floor_lag: list[float] = []
     try:
+        observer = Observer(env, namespace, size, "", tmp)
         floor_scraped = [api_metrics(env)]
         began = time.time()
         lives = asyncio.create_task(floor_burst(api, namespace, size, run_for))
-        floor_took = await observer.done() - began
+        ended = asyncio.create_task(observer.done())
+        await asyncio.wait({lives, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if lives.done() and lives.exception() is not None:
+            ended.cancel()
+            await lives  # the floor failed: its error, not a wait for an end that never comes
+        floor_took = await ended - began
         await lives
         floor_scraped.append(api_metrics(env))
     finally:
-        floor_lag = segments(observer.stop())["to status"]
-        await drop_namespace(api, namespace)
+        try:
+            if observer is not None:
+                floor_lag = segments(observer.stop())["to status"]
+        finally:
+            if lives is not None and not lives.done():
+                lives.cancel()
+            await drop_namespace(api, namespace)
     out.rows.append((f"burst {size} (s, 2 s lives, until all Completed)", took, floor_took))
     ours, bare = per_agent(scraped, size), per_agent(floor_scraped, size)
     counts = [f"{w} {ours.get(w, 0):.2f} ({bare.get(w, 0):.2f})" for w in sorted({*ours, *bare})]
@@ -872,7 +896,7 @@ async def burst_run(
     )
     out.rows.append(
         (
-            f"lag p99 {size} (ms; floor: its change -> status)",
+            f"lag p99 {size} (ms; floor: change -> status, no Valkey)",
             1000 * percentile(parts["whole"], 0.99),
             1000 * percentile(floor_lag, 0.99),
         )

@@ -51,15 +51,17 @@ def follow(
     ready: threading.Event,
     on_object: Callable[[dict[str, Any]], None],
 ) -> None:
-    """One LIST, then its watch from that version, each object (listed or changed) handed on;
-    a watch that expires is resumed from its last version."""
-    listed = listing(*args, _preload_content=False)
-    body = json.loads(listed.data)
-    for item in body["items"]:
-        on_object(item)
-    version = body["metadata"]["resourceVersion"]
-    ready.set()
+    """A LIST, then its watch from that version, each object (listed or changed) handed on;
+    a watch that breaks is resumed from its last version, one whose version is too old
+    (410 Gone) from a new LIST (objects seen again change nothing: first sightings count)."""
+    version = None
     while True:
+        if version is None:
+            body = json.loads(listing(*args, _preload_content=False).data)
+            for item in body["items"]:
+                on_object(item)
+            version = body["metadata"]["resourceVersion"]
+            ready.set()
         stream = kubernetes.watch.Watch()
         events: Iterator[dict[str, Any]] = stream.stream(
             listing, *args, resource_version=version, timeout_seconds=3600
@@ -70,7 +72,11 @@ def follow(
                 version = raw["metadata"].get("resourceVersion", version)
                 if event["type"] != "DELETED":
                     on_object(raw)
-        except urllib3.exceptions.ProtocolError:
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 410:
+                raise
+            version = None
+        except urllib3.exceptions.HTTPError:
             continue
 
 
@@ -142,8 +148,16 @@ def main() -> None:
     )
     if args.valkey:
         starts.append((listen, threading.Event()))
+
+    def watching(target: Callable[[threading.Event], None], ready: threading.Event) -> None:
+        try:
+            target(ready)
+        except Exception as exc:  # the benchmark reads it instead of "done", and stops
+            print(f"failed: {exc!r}", flush=True)
+            raise
+
     for target, ready in starts:
-        threading.Thread(target=target, args=(ready,), daemon=True).start()
+        threading.Thread(target=watching, args=(target, ready), daemon=True).start()
     for _, ready in starts:
         if not ready.wait(60):
             sys.exit("the observer's watches did not start within 60 s")
