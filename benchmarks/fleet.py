@@ -555,19 +555,55 @@ class Profile:
             stderr=subprocess.DEVNULL,
         )
 
-    def top(self, count: int = 15) -> list[str]:
+    # Where a sample's time goes, by the first of these found in its stack, innermost first.
+    PARTS = (
+        ("controller/mirroring.py", "the mirror controller (its queue, Valkey writes)"),
+        ("controller/agents.py", "the agents' passes (decisions, status writes, Pods, Events)"),
+        ("controller/killswitches.py", "the killswitch controller"),
+        ("kopf/_core/reactor/processing.py", "kopf: each event's processing, our intake"),
+        ("kopf/_cogs/clients/watching.py", "kopf: the watch streams (reading, decoding)"),
+        ("kopf/", "kopf: the rest (its per-object queues and workers)"),
+        ("redis/", "the Valkey client, reading replies"),
+        ("aiohttp/", "HTTP, reading responses and watch streams (aiohttp)"),
+        ("sslproto.py", "TLS"),
+        ("selectors.py", "waiting for I/O (epoll)"),
+    )
+
+    def stop(self) -> list[tuple[str, int]]:
+        """py-spy's samples: (collapsed stack, count)."""
         self.process.send_signal(2)  # SIGINT: py-spy writes its file and exits
         self.process.wait(timeout=60)
-        by_function: dict[str, int] = {}
-        total = 0
+        samples = []
         for line in self.out.read_text().splitlines():
-            stack, _, samples = line.rpartition(" ")
-            if not stack:
-                continue
+            stack, _, count = line.rpartition(" ")
+            if stack:
+                samples.append((stack, int(count)))
+        return samples
+
+    @staticmethod
+    def top(samples: list[tuple[str, int]], count: int = 15) -> list[str]:
+        """The functions by self time."""
+        by_function: dict[str, int] = {}
+        for stack, n in samples:
             leaf = stack.rsplit(";", 1)[-1]
-            by_function[leaf] = by_function.get(leaf, 0) + int(samples)
-            total += int(samples)
+            by_function[leaf] = by_function.get(leaf, 0) + n
+        total = sum(by_function.values())
         ranked = sorted(by_function.items(), key=lambda item: -item[1])[:count]
+        return [f"{100 * n / total:5.1f} %  {name}" for name, n in ranked]
+
+    @classmethod
+    def parts(cls, samples: list[tuple[str, int]]) -> list[str]:
+        """The time by part of the operator (``PARTS``), callees included."""
+        by_part: dict[str, int] = {}
+        for stack, n in samples:
+            frames = stack.split(";")
+            part = next(
+                (name for path, name in cls.PARTS if any(path in f for f in frames)),
+                "the rest (the event loop's own work, start-up, leases, probes)",
+            )
+            by_part[part] = by_part.get(part, 0) + n
+        total = sum(by_part.values())
+        ranked = sorted(by_part.items(), key=lambda item: -item[1])
         return [f"{100 * n / total:5.1f} %  {name}" for name, n in ranked]
 
 
@@ -831,8 +867,11 @@ async def burst_run(
             else f"burst {size}: {len(lost)} agents DISAGREE, first: {'; '.join(lost[:3])}"
         )
         if profiler is not None:
+            samples = profiler.stop()
+            out.notes.append(f"burst {size}: the operator's CPU by part (callees included):")
+            out.notes.extend(f"    {line}" for line in Profile.parts(samples))
             out.notes.append(f"burst {size}: the operator's CPU by function (self time):")
-            out.notes.extend(f"    {line}" for line in profiler.top())
+            out.notes.extend(f"    {line}" for line in Profile.top(samples))
     finally:
         try:
             if observer is not None:
