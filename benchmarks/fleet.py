@@ -48,15 +48,15 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import redis
-import urllib3
 
+from benchmarks import observe
 from controller import app, kube, lifecycle, models, status, workload
 from localcluster import cluster as localcluster
 from localcluster import procs
@@ -127,12 +127,6 @@ class Operator:
             text: str = answer.read().decode()
             return text
 
-    def port(self) -> int:
-        for line in self.log.read_text(errors="replace").splitlines():
-            if "/metrics on " in line:
-                return int(line.rsplit(":", 1)[1].split()[0])
-        raise RuntimeError("the operator has not logged its port")
-
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -193,7 +187,6 @@ class PodWatch:
     running: dict[str, float] = field(default_factory=dict)
     finished: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
-    created: int = 0
     on_change: Callable[[str, str, dict[str, Any]], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -210,47 +203,30 @@ class PodWatch:
         self._stop.set()
 
     def _follow(self) -> None:
-        try:
-            self._watch()
-        except urllib3.exceptions.HTTPError:
-            if not self._stop.is_set():
-                raise  # the watch broke while it was still wanted: the figures are incomplete
-            # Stopped and left blocked on a quiet watch until its connection closed: done.
-
-    def _watch(self) -> None:
+        # Once stopped, left blocked on a quiet watch until its connection closes (a daemon).
         core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self.api.config))
-        listed = core.list_namespaced_pod(self.namespace)
-        self.created += len(listed.items)
-        version = listed.metadata.resource_version if listed.metadata else None
-        self._ready.set()
-        stream = kubernetes.watch.Watch()
-        for event in stream.stream(
-            core.list_namespaced_pod,
-            self.namespace,
-            resource_version=version,
-            timeout_seconds=3600,
-        ):
-            if self._stop.is_set():
-                stream.stop()
-                return
-            pod = event["raw_object"]
-            name, now = pod["metadata"]["name"], time.monotonic()
-            phase = (pod.get("status") or {}).get("phase", "Pending")
-            if event["type"] == "ADDED":
-                self.created += 1
-            if event["type"] == "DELETED":
-                self.gone.setdefault(name, now)
-                change = "gone"
-            elif phase == "Running" and name not in self.running:
-                self.running[name] = now
-                change = "running"
-            elif phase in ("Succeeded", "Failed") and name not in self.finished:
-                self.finished[name] = now
-                change = "finished"
-            else:
-                continue
-            if self.on_change is not None:
-                self.on_change(change, name, pod)
+        observe.follow(
+            core.list_namespaced_pod, (self.namespace,), self._ready, self._seen, self._stop.is_set
+        )
+
+    def _seen(self, kind: str, pod: dict[str, Any]) -> None:
+        if kind == observe.LISTED:
+            return  # changes from now on
+        name, now = pod["metadata"]["name"], time.monotonic()
+        phase = (pod.get("status") or {}).get("phase", "Pending")
+        if kind == "DELETED":
+            self.gone.setdefault(name, now)
+            change = "gone"
+        elif phase == "Running" and name not in self.running:
+            self.running[name] = now
+            change = "running"
+        elif phase in ("Succeeded", "Failed") and name not in self.finished:
+            self.finished[name] = now
+            change = "finished"
+        else:
+            return
+        if self.on_change is not None:
+            self.on_change(change, name, pod)
 
 
 class Observer:
@@ -610,15 +586,22 @@ class Profile:
 # --- the API server's own figure ---
 
 
-def histogram(text: str, name: str, *labels: str) -> dict[float, float]:
-    """Cumulative bucket counts of the Prometheus histogram ``name`` in ``text``, summed over
-    the series whose labels hold every one of ``labels`` (``'verb="PATCH"'``)."""
-    buckets: dict[float, float] = {}
+def series(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """The labels and value of each series of the Prometheus metric ``name`` in ``text``."""
     for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{") and all(label in line for label in labels):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        if line.startswith(f"{name}{{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            yield labels, float(line.rsplit(" ", 1)[1])
+
+
+def histogram(text: str, name: str, **wanted: str) -> dict[float, float]:
+    """Cumulative bucket counts of the Prometheus histogram ``name`` in ``text``, summed over
+    the series whose labels have the ``wanted`` values (``verb="PATCH"``)."""
+    buckets: dict[float, float] = {}
+    for labels, value in series(text, f"{name}_bucket"):
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            bound = float(labels["le"])  # float() reads "+Inf" too
+            buckets[bound] = buckets.get(bound, 0.0) + value
     return buckets
 
 
@@ -638,9 +621,9 @@ def status_patch_histogram(text: str) -> dict[float, float]:
     return histogram(
         text,
         "apiserver_request_duration_seconds",
-        'resource="agents"',
-        'subresource="status"',
-        'verb="PATCH"',
+        resource="agents",
+        subresource="status",
+        verb="PATCH",
     )
 
 
@@ -652,14 +635,10 @@ def requests_made(text: str) -> collections.Counter[str]:
     agent's life touches (every client's: the operator's or the floor's, kwok's, the
     scheduler's, the controller manager's, the watches here)."""
     counts: collections.Counter[str] = collections.Counter()
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+    for labels, value in series(text, "apiserver_request_total"):
         if labels.get("resource") in COUNTED:
             sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
-            what = f"{labels['verb']} {labels['resource']}{sub}"
-            counts[what] += int(float(line.rsplit(" ", 1)[1]))
+            counts[f"{labels['verb']} {labels['resource']}{sub}"] += int(value)
     return counts
 
 

@@ -45,21 +45,26 @@ def first(seen: Seen, uid: str, phase: str, at: float) -> None:
     seen.setdefault(uid, {}).setdefault(phase, at)
 
 
+LISTED = "LISTED"  # the event type ``follow`` gives an object of its LIST
+
+
 def follow(
     listing: Callable[..., Any],
     args: tuple[Any, ...],
     ready: threading.Event,
-    on_object: Callable[[dict[str, Any]], None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """A LIST, then its watch from that version, each object (listed or changed) handed on;
-    a watch that breaks is resumed from its last version, one whose version is too old
-    (410 Gone) from a new LIST (objects seen again change nothing: first sightings count)."""
+    """A LIST, then its watch from that version, each object handed on with its event's
+    type (``LISTED`` for the LIST's), until ``stopped``. A watch that breaks is resumed
+    from its last version, one whose version is too old (410 Gone) from a new LIST (objects
+    seen again change nothing to a caller that counts first sightings)."""
     version = None
-    while True:
+    while not stopped():
         if version is None:
             body = json.loads(listing(*args, _preload_content=False).data)
             for item in body["items"]:
-                on_object(item)
+                on_event(LISTED, item)
             version = body["metadata"]["resourceVersion"]
             ready.set()
         stream = kubernetes.watch.Watch()
@@ -68,10 +73,12 @@ def follow(
         )
         try:
             for event in events:
+                if stopped():
+                    stream.stop()
+                    return
                 raw = event["raw_object"]
                 version = raw["metadata"].get("resourceVersion", version)
-                if event["type"] != "DELETED":
-                    on_object(raw)
+                on_event(event["type"], raw)
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status != 410:
                 raise
@@ -98,18 +105,18 @@ def main() -> None:
     completed: set[str] = set()
     lock = threading.Lock()
 
-    def pod_seen(pod: dict[str, Any]) -> None:
+    def pod_seen(kind: str, pod: dict[str, Any]) -> None:
         now = time.time()
         phase = POD_PHASES.get((pod.get("status") or {}).get("phase", ""))
         uid = (pod["metadata"].get("labels") or {}).get(workload.LABEL_AGENT_UID)
-        if phase and uid:
+        if phase and uid and kind != "DELETED":
             with lock:
                 first(pods, uid, phase, now)
 
-    def agent_seen(agent: dict[str, Any]) -> None:
+    def agent_seen(kind: str, agent: dict[str, Any]) -> None:
         now = time.time()
         phase = (agent.get("status") or {}).get("phase")
-        if not phase:
+        if not phase or kind == "DELETED":
             return
         uid = agent["metadata"]["uid"]
         with lock:

@@ -15,8 +15,8 @@ its model, for one event loop (so there are no locks):
 - ``RateLimiter`` is ``MaxOfRateLimiter(ItemExponentialFailureRateLimiter,
   BucketRateLimiter)``, client-go's default controller rate limiter;
 - ``run_workers`` is controller-runtime's worker loop around a reconcile;
-- ``slow_limit`` caps the workers on the slow lane, so that some are always free
-  for urgent keys: a change observed never waits behind a backlog of slow work.
+- ``slow_limit`` caps the workers on the slow lane, so that slow work never holds
+  them all: a change observed never waits behind a backlog of slow work.
 """
 
 from __future__ import annotations
@@ -131,7 +131,6 @@ class WorkQueue:
         self._urgent: dict[str, None] = {}
         self._urgent_keys: set[str] = set()  # keys added urgent, until handed out
         self._held_urgent: set[str] = set()  # handed out urgent: a requeue keeps the lane
-        self._held_slow: set[str] = set()  # handed out from the slow lane, not yet done
         # Keys that need processing: those in _ready, and those added while processing.
         self._dirty: set[str] = set()
         self._processing: set[str] = set()  # handed out by get(), not yet done()
@@ -170,8 +169,10 @@ class WorkQueue:
         return self._urgent if key in self._urgent_keys else self._ready
 
     def _slow_open(self) -> bool:
-        """Whether a slow key may be handed out now (fewer than ``slow_limit`` are held)."""
-        return self.slow_limit is None or len(self._held_slow) < self.slow_limit
+        """Whether a slow key may be handed out now (fewer than ``slow_limit`` are held: those
+        processing that were not handed out urgent)."""
+        held_slow = len(self._processing) - len(self._held_urgent)
+        return self.slow_limit is None or held_slow < self.slow_limit
 
     def _put_back(self, key: str) -> None:
         """Into its lane, waking a worker if one may take it now (a slow key while the slow
@@ -240,8 +241,6 @@ class WorkQueue:
         if key in self._urgent_keys:
             self._urgent_keys.discard(key)
             self._held_urgent.add(key)
-        else:
-            self._held_slow.add(key)
         self._processing.add(key)
         return key
 
@@ -250,11 +249,10 @@ class WorkQueue:
         if key not in self._processing:
             return  # not handed out (or done twice): nothing to finish, nothing to re-queue
         self._processing.remove(key)
-        self._held_urgent.discard(key)
-        if key in self._held_slow:
-            self._held_slow.discard(key)
-            if self._ready:
-                self._wake_one_getter()  # a slow key may be waiting for this very place
+        if key in self._held_urgent:
+            self._held_urgent.discard(key)
+        elif self._ready:
+            self._wake_one_getter()  # a slow key may be waiting for the place it held
         if key in self._dirty:
             self._put_back(key)
         if not self._processing:
@@ -298,7 +296,6 @@ class WorkQueue:
         self._urgent.clear()
         self._urgent_keys.clear()
         self._held_urgent.clear()
-        self._held_slow.clear()
         self._dirty.clear()  # nor does done() put a key back
         if self._processing:
             drained = asyncio.get_running_loop().create_future()
