@@ -30,7 +30,7 @@ from typing import Any, cast
 import kubernetes
 import redis
 
-from benchmarks import fleet
+from benchmarks import fleet, observe
 from controller import kube
 from localcluster import cluster as localcluster
 from localcluster import procs
@@ -165,7 +165,7 @@ def _watch_status(
     api: kube.Kube, namespace: str, size: int, started: float, found: list[float]
 ) -> None:
     """Append the moment the Nth agent's status says Killed (a watch from the last list)."""
-    custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(api.config))
+    custom = kubernetes.client.CustomObjectsApi(observe.kube_client(api.config.kubeconfig))
     args = ("orchestrator.mosaicstack.dev", "v1alpha1", namespace, "agents")
     listed = cast(dict[str, Any], custom.list_namespaced_custom_object(*args))
     killed = {i["metadata"]["name"] for i in listed["items"] if _phase(i) == "Killed"}

@@ -33,7 +33,7 @@ import kubernetes
 import redis
 import urllib3
 
-from controller import kube, models, workload
+from controller import models, workload
 
 CHANNEL = "orchestrator:events"
 POD_PHASES = {"Running": "Running", "Succeeded": "Completed", "Failed": "Failed"}
@@ -87,6 +87,14 @@ def follow(
             continue
 
 
+def kube_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
+    """The kubernetes package's client (its watches) for the kubeconfig file(s)."""
+    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
+        config_file=kubeconfig
+    )
+    return client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", required=True)
@@ -96,7 +104,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    client = kubernetes.client.ApiClient(kube.load_config(args.kubeconfig))
+    client = kube_client(args.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     pods: Seen = {}

@@ -29,11 +29,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import kopf
-import kubernetes
 
 from controller import (
     admission,
     agents,
+    credentials,
     handlers,
     killswitches,
     kube,
@@ -246,7 +246,7 @@ async def run(config: settings.Settings) -> int:
 
 async def _serve(
     config: settings.Settings,
-    kube_config: kubernetes.client.Configuration,
+    kube_config: credentials.Credentials,
     api: kube.Kube,
     conn: Any,
 ) -> int:

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 import kopf
-import kubernetes
 
-from controller import kube, models, workload
+from controller import credentials, models, workload
 
 
 class Intake(Protocol):
@@ -50,7 +49,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 def register(
     registry: kopf.OperatorRegistry,
     intake: Intake,
-    config: kubernetes.client.Configuration,
+    config: credentials.Credentials,
 ) -> None:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -61,16 +60,19 @@ def register(
         settings.watching.client_timeout = 330
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        # The same credentials as controller.kube: one resolution for both clients.
-        token = kube.bearer_token(config) or ""
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as controller.kube: one resolution for both clients. kopf
+        # logs in again on a 401, and the token is then read again.
         return kopf.ConnectionInfo(
-            server=str(config.host),
-            ca_path=config.ssl_ca_cert,
-            insecure=not config.verify_ssl,
-            certificate_path=config.cert_file,
-            private_key_path=config.key_file,
-            token=token.removeprefix("Bearer ") or None,
+            server=config.server,
+            ca_path=config.ca_path,
+            ca_data=config.ca_data,
+            insecure=config.insecure,
+            certificate_path=config.certificate_path,
+            certificate_data=config.certificate_data,
+            private_key_path=config.key_path,
+            private_key_data=config.key_data,
+            token=config.token(),
         )
 
     # Async handlers: kopf runs sync ones in a thread pool, a hop per event for nothing.

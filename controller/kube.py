@@ -1,9 +1,9 @@
 """The one module that talks to the Kubernetes API directly.
 
-Credentials are resolved by the ``kubernetes`` library (the kubeconfig named
+Credentials are resolved by ``controller.credentials`` (the kubeconfig named
 by ``KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account,
-refreshing tokens as it does); requests go through aiohttp (which kopf already
-uses), asynchronously, as plain dictionaries. Errors come back as ``ApiError``
+reading tokens again as they change); requests go through aiohttp (which kopf
+already uses), asynchronously, as plain dictionaries. Errors come back as ``ApiError``
 with the API server's own sentence, and as ``NotFound`` / ``Conflict`` /
 ``Invalid`` for the cases the reconciler treats specially.
 """
@@ -14,24 +14,19 @@ import contextlib
 import datetime
 import json
 import logging
-import pathlib
-import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-import kubernetes
 
-from controller import models
+from controller import credentials, models
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 COMPONENT: Final = "agent-lifecycle-operator"
 AGENTS: Final = f"/apis/{models.API_VERSION}"
-# Without KUBECONFIG (read by settings, never here): kubectl's default file.
-DEFAULT_KUBECONFIG: Final = str(pathlib.Path("~/.kube/config").expanduser())
 # The longest Event message posted (longer ones are cut).
 EVENT_MESSAGE_MAX: Final = 1024
 # The phrase of the API server's Pod Security admission when it refuses an object.
@@ -69,49 +64,13 @@ class ServerInfo:
     version: str
 
 
-def load_config(
-    kubeconfig: str | None, context: str | None = None
-) -> kubernetes.client.Configuration:
-    """The kubeconfig (``KUBECONFIG``, else ``~/.kube/config``), then in-cluster credentials."""
-    config = kubernetes.client.Configuration()
+def load_config(kubeconfig: str | None, context: str | None = None) -> credentials.Credentials:
+    """The kubeconfig's credentials (``KUBECONFIG``, else ``~/.kube/config``), else
+    the in-cluster ServiceAccount's."""
     try:
-        kubernetes.config.load_kube_config(
-            config_file=kubeconfig or DEFAULT_KUBECONFIG,
-            context=context,
-            client_configuration=config,
-        )
-    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError) as kube_exc:
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException:
-            raise KubernetesUnavailable(
-                f"no Kubernetes credentials: no usable kubeconfig ({kube_exc}) "
-                "and not running in a cluster"
-            ) from None
-    return config
-
-
-def context_namespace(kubeconfig: str | None, context: str | None = None) -> str:
-    """The namespace the kubeconfig's (current) context names, as kubectl uses it."""
-    try:
-        contexts, current = kubernetes.config.list_kube_config_contexts(
-            config_file=kubeconfig or DEFAULT_KUBECONFIG
-        )
-    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-        return "default"
-    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
-    return str((chosen or {}).get("context", {}).get("namespace") or "default")
-
-
-def bearer_token(config: kubernetes.client.Configuration) -> str | None:
-    """The ``Authorization`` value of a token credential (``Bearer ...``), if there is one.
-
-    The kubernetes library keeps a kubeconfig's token and the in-cluster
-    ServiceAccount's (refreshed as the kubelet rotates it) under ``BearerToken``;
-    older releases used ``authorization``.
-    """
-    token: str | None = config.get_api_key_with_prefix("BearerToken", alias="authorization")
-    return token
+        return credentials.load(kubeconfig, context)
+    except credentials.CredentialsError as exc:
+        raise KubernetesUnavailable(str(exc)) from None
 
 
 def _error(status: int, text: str) -> ApiError:
@@ -130,25 +89,23 @@ def _error(status: int, text: str) -> ApiError:
 class Kube:
     """An async client of the API server for what the operator reads and writes."""
 
-    def __init__(self, config: kubernetes.client.Configuration) -> None:
+    def __init__(self, config: credentials.Credentials) -> None:
         self.config = config
-        self.host = str(config.host).rstrip("/")
-        if config.verify_ssl:
-            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
-        else:  # pragma: no cover - only for kubeconfigs that say insecure-skip-tls-verify
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if config.cert_file:
-            context.load_cert_chain(config.cert_file, config.key_file)
-        self._ssl = context
+        self.host = config.server
+        try:
+            self._ssl = config.ssl_context()
+        except credentials.CredentialsError as exc:
+            raise KubernetesUnavailable(str(exc)) from None
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        token = bearer_token(self.config)  # refreshed first, where the credential can be
+        try:
+            token = self.config.token()  # read again first, where the credential changes
+        except credentials.CredentialsError as exc:
+            raise KubernetesUnavailable(str(exc)) from None
         if token:
-            headers["Authorization"] = token
+            headers["Authorization"] = f"Bearer {token}"
         return headers
 
     async def request(

@@ -100,7 +100,7 @@ class Context:
             self.kube = kube.Kube(kube.load_config(kubeconfig, args.context))
         except kube.KubernetesUnavailable as exc:
             raise Failed(str(exc), NO_CLUSTER) from None
-        self.namespace = args.namespace or kube.context_namespace(kubeconfig, args.context)
+        self.namespace = args.namespace or self.kube.config.namespace
         self.valkey_url = args.valkey_url or settings.given("VALKEY_URL")
 
     def mirror(self) -> mirror.Mirror:

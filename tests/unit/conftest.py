@@ -1,8 +1,8 @@
 """The unit tier never reads the caller's environment.
 
 ``settings.process_environment()`` is the one place the operator and the plugin
-read the environment (and ``kube`` never lets the kubernetes library read
-``KUBECONFIG`` itself). Here it is guarded: a unit test that reaches it fails,
+read the environment (``KUBECONFIG``, the in-cluster ``KUBERNETES_SERVICE_HOST``,
+an exec plugin's environment). Here it is guarded: a unit test that reaches it fails,
 naming the fix, unless it asks for the ``environment`` fixture, a mapping of its
 own that it fills. So ``source .local/env`` or a shell's ``VALKEY_URL`` can
 never change a unit test's outcome.

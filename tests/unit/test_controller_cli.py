@@ -25,13 +25,10 @@ def test_a_bad_setting_stops_start_up_with_one_line(
 
 def test_missing_kubernetes_credentials_are_named(
     environment: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     environment["KUBECONFIG"] = str(tmp_path / "absent")
-    # Not ours: the kubernetes library's in-cluster loader reads it from the process.
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert cli.main(["run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no Kubernetes credentials: no usable kubeconfig")

@@ -1,46 +1,321 @@
-"""Token credentials (a kubeconfig's, the in-cluster ServiceAccount's) reach the API server."""
+"""Credentials as kubectl resolves them: kubeconfig contexts, tokens (fixed, from a file,
+from an exec plugin), certificates, the in-cluster ServiceAccount; each failure one line."""
 
 from __future__ import annotations
 
+import base64
+import json
+import ssl
+import sys
 from pathlib import Path
+from typing import Any
 
-import kubernetes
+import pytest
 import yaml
 
-from controller import kube
+from controller import credentials, kube
+from localcluster import pki
+
+SERVER = "https://127.0.0.1:6443"
 
 
-def token_kubeconfig(path: Path, token: str) -> Path:
+def kubeconfig(
+    path: Path,
+    user: dict[str, Any],
+    cluster: dict[str, Any] | None = None,
+    contexts: dict[str, str] | None = None,
+    current: str | None = "x",
+) -> Path:
+    """A kubeconfig with cluster ``c``, user ``u`` and context ``x`` (namespace ``work``), plus
+    ``contexts`` (name: namespace) over the same cluster and user."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
-            }
+        "clusters": [{"name": "c", "cluster": cluster or {"server": SERVER}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [
+            {"name": name, "context": {"cluster": "c", "user": "u", "namespace": namespace}}
+            for name, namespace in {"x": "work", **(contexts or {})}.items()
         ],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
+        "current-context": current,
     }
     path.write_text(yaml.safe_dump(config))
     return path
 
 
+def authorization(config: credentials.Credentials) -> str | None:
+    return kube.Kube(config)._headers("application/json").get("Authorization")
+
+
 def test_a_kubeconfig_token_is_sent_as_a_bearer_token(tmp_path: Path) -> None:
-    config = kube.load_config(str(token_kubeconfig(tmp_path / "config", "s3cr3t")))
-    assert kube.bearer_token(config) == "Bearer s3cr3t"
-    assert kube.Kube(config)._headers("application/json")["Authorization"] == "Bearer s3cr3t"
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {"token": "s3cr3t"})))
+    assert config.server == SERVER
+    assert config.namespace == "work"
+    assert authorization(config) == "Bearer s3cr3t"
 
 
-def test_a_token_under_the_older_key_is_found_too() -> None:
-    config = kubernetes.client.Configuration()
-    config.api_key["authorization"] = "Bearer old"
-    assert kube.bearer_token(config) == "Bearer old"
+def test_without_a_token_no_authorization_header_is_sent(tmp_path: Path) -> None:
+    assert authorization(kube.load_config(str(kubeconfig(tmp_path / "config", {})))) is None
 
 
-def test_without_a_token_no_authorization_header_is_sent() -> None:
-    config = kubernetes.client.Configuration()
-    assert kube.bearer_token(config) is None
-    assert "Authorization" not in kube.Kube(config)._headers("application/json")
+def test_a_context_is_chosen_by_name_else_the_current_one(tmp_path: Path) -> None:
+    path = str(kubeconfig(tmp_path / "config", {}, contexts={"other": "elsewhere"}))
+    assert kube.load_config(path).namespace == "work"
+    assert kube.load_config(path, "other").namespace == "elsewhere"
+
+
+def test_a_path_list_is_merged_the_first_file_winning(tmp_path: Path) -> None:
+    first = kubeconfig(tmp_path / "first", {"token": "first"}, current=None)
+    second = kubeconfig(tmp_path / "second", {"token": "second"}, contexts={"y": "why"})
+    config = kube.load_config(f"{first}:{tmp_path / 'absent'}:{second}")
+    assert authorization(config) == "Bearer first"  # user u: the first file's
+    assert config.namespace == "work"  # current-context: the second file's, the first to set it
+    assert config.kubeconfig == f"{first}:{second}"  # the files read
+
+
+def test_file_references_are_relative_to_the_kubeconfig(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "token").write_text("from-file\n")
+    path = kubeconfig(
+        tmp_path / "sub" / "config",
+        {"tokenFile": "token"},
+        cluster={"server": SERVER, "certificate-authority": "ca.crt"},
+    )
+    config = kube.load_config(str(path))
+    assert config.ca_path == str(tmp_path / "sub" / "ca.crt")
+    assert config.token() == "from-file"
+
+
+def test_a_token_file_is_read_again_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("one")
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {"tokenFile": str(token)})))
+    token.write_text("two")
+    assert authorization(config) == "Bearer one"  # within the minute: the token read
+    monkeypatch.setattr(credentials, "TOKEN_FILE_TTL", 0.0)
+    assert authorization(config) == "Bearer two"
+
+
+def test_in_a_cluster_the_service_account_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]
+) -> None:
+    (tmp_path / "token").write_text("sa-token")
+    (tmp_path / "namespace").write_text("agents")
+    monkeypatch.setattr(credentials, "SERVICE_ACCOUNT", tmp_path)
+    environment.update(KUBERNETES_SERVICE_HOST="fd00::1", KUBERNETES_SERVICE_PORT="443")
+    config = kube.load_config(str(tmp_path / "no-kubeconfig"))
+    assert (config.server, config.kubeconfig) == ("https://[fd00::1]:443", None)
+    assert config.ca_path == str(tmp_path / "ca.crt")
+    assert config.namespace == "agents"
+    assert config.token() == "sa-token"
+
+
+def exec_plugin(tmp_path: Path, expires: str | None, exit_code: int = 0) -> dict[str, Any]:
+    """A real exec plugin: counts its runs, echoes what kubectl hands it, prints a token."""
+    script = tmp_path / "plugin.py"
+    script.write_text(
+        "import json, os, sys\n"
+        f"runs = {str(tmp_path / 'runs')!r}\n"
+        "n = len(open(runs).read()) + 1 if os.path.exists(runs) else 1\n"
+        "open(runs, 'w').write('x' * n)\n"
+        f"if {exit_code}:\n"
+        "    sys.stderr.write('no session: run aws sso login\\n')\n"
+        f"    sys.exit({exit_code})\n"
+        "info = json.loads(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        "status = {'token': f\"{os.environ['WHO']}-{info['kind']}-{n}\"}\n"
+        f"if {expires!r}:\n"
+        f"    status['expirationTimestamp'] = {expires!r}\n"
+        "print(json.dumps({'kind': 'ExecCredential', 'status': status}))\n"
+    )
+    return {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": sys.executable,
+        "args": [str(script)],
+        "env": [{"name": "WHO", "value": "me"}],
+    }
+
+
+def test_an_exec_plugin_token_is_kept_until_it_expires(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    plugin = exec_plugin(tmp_path, expires="2999-01-01T00:00:00Z")
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+    assert authorization(config) == "Bearer me-ExecCredential-1"
+    assert authorization(config) == "Bearer me-ExecCredential-1"
+    assert (tmp_path / "runs").read_text() == "x"  # run once
+
+
+def test_an_expired_exec_token_runs_the_plugin_again(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    plugin = exec_plugin(tmp_path, expires="2000-01-01T00:00:00Z")
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+    assert authorization(config) == "Bearer me-ExecCredential-2"
+    assert authorization(config) == "Bearer me-ExecCredential-3"
+
+
+def test_a_failing_exec_plugin_is_one_line_at_load(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    plugin = exec_plugin(tmp_path, expires=None, exit_code=3)
+    with pytest.raises(kube.KubernetesUnavailable) as caught:
+        kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+    assert str(caught.value) == (
+        f"kubeconfig {tmp_path / 'config'}: user 'u': its exec plugin {sys.executable} "
+        "failed: no session: run aws sso login"
+    )
+
+
+def test_an_exec_plugin_that_prints_no_token_is_named(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    plugin = {"command": sys.executable, "args": ["-c", "print('{}')"]}
+    with pytest.raises(kube.KubernetesUnavailable, match=r"gave no ExecCredential with a token$"):
+        kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+
+
+@pytest.mark.parametrize(
+    ("path_user", "cluster", "current", "context", "said"),
+    [
+        ({}, None, None, None, "no current-context, and no --context given"),
+        ({}, None, "x", "nope", "no context named 'nope'"),
+        ({}, {"insecure-skip-tls-verify": True}, "x", None, "cluster 'c' has no server"),
+        (
+            {"auth-provider": {"name": "gcp"}},
+            None,
+            "x",
+            None,
+            "user 'u' authenticates with the auth-provider 'gcp', which is not supported",
+        ),
+        ({"username": "a", "password": "b"}, None, "x", None, "(basic auth)"),
+        ({"client-key-data": "not base64!"}, None, "x", None, "not base64 of PEM"),
+        ({"exec": {"args": ["x"]}}, None, "x", None, "its exec plugin names no command"),
+    ],
+)
+def test_an_unusable_kubeconfig_is_one_clear_line(
+    tmp_path: Path,
+    path_user: dict[str, Any],
+    cluster: dict[str, Any] | None,
+    current: str | None,
+    context: str | None,
+    said: str,
+) -> None:
+    path = kubeconfig(tmp_path / "config", path_user, cluster=cluster, current=current)
+    with pytest.raises(kube.KubernetesUnavailable) as caught:
+        kube.load_config(str(path), context)
+    assert said in str(caught.value)
+    assert str(caught.value).startswith(f"kubeconfig {path}")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config").write_text("- just\n- a list\n")
+    with pytest.raises(kube.KubernetesUnavailable, match="not a kubeconfig"):
+        kube.load_config(str(tmp_path / "config"))
+    (tmp_path / "config").write_text("{unclosed")
+    with pytest.raises(kube.KubernetesUnavailable, match="cannot read it"):
+        kube.load_config(str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> pki.Pki:
+    made = pki.Pki(tmp_path_factory.mktemp("pki"))
+    pki.generate(made)
+    return made
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_embedded_certificates_make_the_tls_context(tmp_path: Path, certificates: pki.Pki) -> None:
+    user = {
+        "client-certificate-data": b64(certificates.client_cert(pki.ADMIN)),
+        "client-key-data": b64(certificates.client_key(pki.ADMIN)),
+    }
+    cluster = {"server": SERVER, "certificate-authority-data": b64(certificates.ca_cert)}
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", user, cluster=cluster)))
+    context = config.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("commonName", "agent-lifecycle-local-ca"),),)
+    ]
+    assert list(tmp_path.iterdir()) == [tmp_path / "config"]  # no key left on disk
+
+
+def test_a_certificate_that_does_not_load_is_named(tmp_path: Path, certificates: pki.Pki) -> None:
+    user = {
+        "client-certificate": str(certificates.client_cert(pki.ADMIN)),
+        "client-key": str(certificates.ca_cert),  # not a key
+    }
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", user)))
+    with pytest.raises(kube.KubernetesUnavailable) as caught:
+        kube.Kube(config)
+    assert str(caught.value).startswith(
+        f"the certificate authority or client certificate for {SERVER} cannot be loaded "
+        f"({certificates.client_cert(pki.ADMIN)}, {certificates.ca_cert}): "
+    )
+
+
+def test_insecure_skip_tls_verify_turns_verification_off(tmp_path: Path) -> None:
+    cluster = {"server": SERVER, "insecure-skip-tls-verify": True}
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {}, cluster=cluster)))
+    assert config.ssl_context().verify_mode == ssl.CERT_NONE
+
+
+def test_the_exec_info_names_the_plugins_api_version(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    seen = tmp_path / "info"
+    script = (
+        "import os, json; "
+        f"open({str(seen)!r}, 'w').write(os.environ['KUBERNETES_EXEC_INFO']); "
+        "print(json.dumps({'status': {'token': 't'}}))"
+    )
+    plugin = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": sys.executable,
+        "args": ["-c", script],
+    }
+    kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+    assert json.loads(seen.read_text()) == {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "spec": {"interactive": False},
+    }
+
+
+def test_a_context_over_an_unknown_cluster_is_named(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "config", {})
+    document = yaml.safe_load(path.read_text())
+    document["contexts"][0]["context"]["cluster"] = "gone"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(kube.KubernetesUnavailable, match="names no known cluster \\('gone'\\)"):
+        kube.load_config(str(path))
+
+
+def test_an_exec_command_is_found_relative_to_the_kubeconfig(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    script = tmp_path / "bin" / "token.sh"
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\necho \'{"status": {"token": "relative"}}\'\n')
+    script.chmod(0o700)
+    plugin = {"command": "./bin/token.sh"}
+    config = kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+    assert config.token() == "relative"
+    plugin = {"command": "no-such-plugin-anywhere"}
+    with pytest.raises(kube.KubernetesUnavailable, match="no-such-plugin-anywhere failed: "):
+        kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin})))
+
+
+def test_in_a_cluster_without_a_namespace_file_the_namespace_is_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]
+) -> None:
+    (tmp_path / "token").write_text("sa-token")
+    monkeypatch.setattr(credentials, "SERVICE_ACCOUNT", tmp_path)
+    environment.update(KUBERNETES_SERVICE_HOST="10.96.0.1", KUBERNETES_SERVICE_PORT="443")
+    config = kube.load_config(str(tmp_path / "no-kubeconfig"))
+    assert (config.server, config.namespace) == ("https://10.96.0.1:443", "default")

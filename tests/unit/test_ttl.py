@@ -12,10 +12,9 @@ import asyncio
 import datetime
 from typing import Any
 
-import kubernetes
 import pytest
 
-from controller import app, kube, models, workqueue
+from controller import app, credentials, kube, models, workqueue
 from tests.unit.fakes import KEY, NOW, FakeKube, operator, recorded_agent, running_pod
 
 PHASES_TO = {
@@ -171,7 +170,7 @@ class Answering(kube.Kube):
     """A Kube whose API server answers every request with ``error`` (None: success)."""
 
     def __init__(self, error: kube.ApiError | None) -> None:
-        super().__init__(kubernetes.client.Configuration())
+        super().__init__(credentials.Credentials(server="https://127.0.0.1:6443"))
         self.error = error
         self.sent: list[tuple[str, str, dict[str, Any] | None]] = []
 
