@@ -164,7 +164,9 @@ def runtime_python() -> Path:
     lock = LOCK.read_text()
     if not (python.exists() and stamp.exists() and stamp.read_text() == lock):
         uv = str(Path(sys.executable).parent / "uv")
-        subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, RUNTIME], check=True)
+        subprocess.run(
+            [uv, "venv", "--quiet", "--clear", "--python", sys.executable, RUNTIME], check=True
+        )
         subprocess.run(
             [
                 uv,

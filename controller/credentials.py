@@ -6,7 +6,9 @@ and user (a token, a token file, a client certificate, or an exec plugin such as
 ``aws eks get-token``). Without a kubeconfig file, the in-cluster
 ServiceAccount. Tokens that change are read again: a token file (the
 ServiceAccount's, rotated by the kubelet) once a minute, an exec plugin's when
-it expires.
+it expires or the API server refuses it (401). Reading one is I/O (a plugin
+may take seconds): ``Token.stale`` says when it is due, and the caller runs
+``Token.refresh`` off the event loop.
 
 The operator resolves them itself rather than through the ``kubernetes``
 package: kopf imports that package's 700 models whenever it is installed, and
@@ -23,11 +25,12 @@ import datetime
 import json
 import os
 import pathlib
+import pwd
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
 from typing import Any, Final
 
 import yaml
@@ -39,13 +42,158 @@ DEFAULT_KUBECONFIG: Final = "~/.kube/config"
 SERVICE_ACCOUNT: Final = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # How long a token read from a file is used before the file is read again.
 TOKEN_FILE_TTL: Final = 60.0
-# An exec plugin's token is renewed this long before it expires.
+# An exec plugin's token is renewed this long before it expires; a plugin runs at most
+# once in EXEC_INTERVAL (a refused token, a failure) unless its token has expired.
 EXEC_MARGIN: Final = 30.0
+EXEC_INTERVAL: Final = 10.0
 EXEC_TIMEOUT: Final = 60.0
+# Kubeconfig fields kubectl honours and this reader does not: refused by name rather than
+# ignored (ignoring `as` would act as a broader identity than the one asked for).
+_UNSUPPORTED_USER: Final = ("as", "as-uid", "as-groups", "as-user-extra")
+_UNSUPPORTED_CLUSTER: Final = ("tls-server-name", "proxy-url")
 
 
 class CredentialsError(RuntimeError):
     """No usable credentials; the message says where and why."""
+
+
+class Token:
+    """A bearer token, fixed (or none) unless a subclass reads it again."""
+
+    def __init__(self, value: str | None = None) -> None:
+        self._value = value
+        self._lock = threading.Lock()  # one refresh at a time (kopf's login runs in a thread)
+
+    def current(self) -> str | None:
+        """The token as last read: no I/O."""
+        return self._value
+
+    def stale(self) -> bool:
+        """Whether ``refresh`` is due before the next request."""
+        return False
+
+    def refresh(self) -> str | None:
+        """Read it again if it is due (I/O: call it off the event loop)."""
+        with self._lock:
+            if self.stale():
+                self._read()
+            return self.current()
+
+    def refused(self) -> None:
+        """The API server refused the token (401): read it again before the next request."""
+
+    @property
+    def expires(self) -> datetime.datetime | None:
+        """When the token stops being valid, if it says."""
+        return None
+
+    def _read(self) -> None:
+        return None
+
+
+class FileToken(Token):
+    """The token in a file, read again once ``TOKEN_FILE_TTL`` has passed; on a failed read
+    after a good one the token read last is kept (as client-go does)."""
+
+    def __init__(self, path: pathlib.Path, label: str) -> None:
+        super().__init__()
+        self.path, self.label = path, label
+        self._read_at: float | None = None
+        self._read(first=True)
+
+    def stale(self) -> bool:
+        return self._read_at is None or time.monotonic() - self._read_at > TOKEN_FILE_TTL
+
+    def refused(self) -> None:
+        self._read_at = None
+
+    def _read(self, first: bool = False) -> None:
+        try:
+            value = self.path.read_text().strip()
+        except OSError as exc:
+            if first:
+                raise CredentialsError(
+                    f"{self.label}: its token file cannot be read: {exc}"
+                ) from None
+            value = self._value or ""
+        self._value, self._read_at = value or None, time.monotonic()
+
+
+class ExecToken(Token):
+    """An exec plugin's token (client.authentication.k8s.io ExecCredential), run again
+    when it expires or is refused."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], hint: str, label: str) -> None:
+        super().__init__()
+        self.argv, self.env, self.hint, self.label = argv, env, hint, label
+        self._renew_at = 0.0  # monotonic
+        self._ran_at: float | None = None
+        self._expires: datetime.datetime | None = None
+        self._read()
+
+    @property
+    def expires(self) -> datetime.datetime | None:
+        return self._expires
+
+    def stale(self) -> bool:
+        now = time.monotonic()
+        recent = self._ran_at is not None and now - self._ran_at < EXEC_INTERVAL
+        return now >= self._renew_at and not recent
+
+    def refused(self) -> None:
+        self._renew_at = 0.0
+
+    def _read(self) -> None:
+        self._ran_at = time.monotonic()
+        try:
+            self._value, self._expires = self._run()
+        except CredentialsError:
+            if self._value is None:
+                raise  # the first run: a start-up error
+            return  # the token it gave last, until the next try
+        if self._expires is None:
+            self._renew_at = float("inf")
+        else:
+            # Before it expires (and, by `stale`, not within EXEC_INTERVAL of this run).
+            self._renew_at = self._ran_at + (self._expires - _now()).total_seconds() - EXEC_MARGIN
+
+    def _run(self) -> tuple[str, datetime.datetime | None]:
+        name = self.argv[0]
+        try:
+            done = subprocess.run(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=EXEC_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            # Not str(exc): it holds the arguments, where a client secret may be.
+            raise CredentialsError(
+                f"{self.label}: its exec plugin {name} did not answer within {EXEC_TIMEOUT:.0f} s"
+            ) from None
+        except OSError as exc:
+            hint = f" ({self.hint})" if self.hint else ""
+            raise CredentialsError(
+                f"{self.label}: its exec plugin {name} cannot run: {exc.strerror}{hint}"
+            ) from None
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise CredentialsError(f"{self.label}: its exec plugin {name} failed: {said[0]}")
+        try:
+            status = json.loads(done.stdout)["status"]
+        except (ValueError, KeyError, TypeError):
+            status = None
+        if not isinstance(status, dict) or not status.get("token"):
+            what = (
+                "a client certificate, which is not supported: use a token"
+                if isinstance(status, dict) and status.get("clientCertificateData")
+                else "no ExecCredential with a token"
+            )
+            raise CredentialsError(f"{self.label}: its exec plugin {name} gave {what}")
+        return str(status["token"]), _expiry(status.get("expirationTimestamp"), self.label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +207,8 @@ class Credentials:
     certificate_path: str | None = None
     certificate_data: str | None = None  # PEM
     key_path: str | None = None
-    key_data: str | None = None  # PEM
-    # The bearer token now (None: none); read again as it needs to be.
-    token: Callable[[], str | None] = lambda: None
+    key_data: str | None = dataclasses.field(default=None, repr=False)  # PEM
+    token: Token = dataclasses.field(default_factory=Token, repr=False)
     # The context's namespace (kubectl's default for -n).
     namespace: str = "default"
     # The kubeconfig files read, joined by os.pathsep (None: the in-cluster ServiceAccount).
@@ -91,34 +238,42 @@ class Credentials:
 def load(kubeconfig: str | None, context: str | None = None) -> Credentials:
     """The kubeconfig's credentials (``kubeconfig`` a path list, None: kubectl's default file),
     else, when no kubeconfig file exists, the in-cluster ServiceAccount's."""
-    paths = [
-        pathlib.Path(p).expanduser()
-        for p in (kubeconfig or DEFAULT_KUBECONFIG).split(os.pathsep)
-        if p.strip()
-    ]
+    paths = [_home(p) for p in (kubeconfig or DEFAULT_KUBECONFIG).split(os.pathsep) if p.strip()]
     present = [p for p in paths if p.is_file()]
     if present:
-        credentials = _from_kubeconfig(present, context)
-        credentials.token()  # an exec plugin runs now: its failure is a start-up error
-        return credentials
+        return _from_kubeconfig(present, context)
     environ = settings.process_environment()
     host = environ.get("KUBERNETES_SERVICE_HOST")
     port = environ.get("KUBERNETES_SERVICE_PORT")
-    token_file = SERVICE_ACCOUNT / "token"
-    if host and port and token_file.is_file():
-        if ":" in host:
-            host = f"[{host}]"
-        return Credentials(
-            server=f"https://{host}:{port}",
-            ca_path=str(SERVICE_ACCOUNT / "ca.crt"),
-            token=_file_token(token_file),
-            namespace=_read(SERVICE_ACCOUNT / "namespace", "default").strip() or "default",
-        )
     named = ", ".join(str(p) for p in paths)
-    raise CredentialsError(
-        f"no Kubernetes credentials: no usable kubeconfig (no file at {named}) "
-        "and not running in a cluster"
+    if not (host and port):
+        raise CredentialsError(
+            f"no Kubernetes credentials: no usable kubeconfig (no file at {named}) "
+            "and not running in a cluster"
+        )
+    token_file = SERVICE_ACCOUNT / "token"
+    if not token_file.is_file():
+        raise CredentialsError(
+            f"no Kubernetes credentials: no kubeconfig (no file at {named}), and in the "
+            f"cluster no ServiceAccount token at {token_file} "
+            "(automountServiceAccountToken: false?)"
+        )
+    if ":" in host:
+        host = f"[{host}]"
+    return Credentials(
+        server=f"https://{host}:{port}",
+        ca_path=str(SERVICE_ACCOUNT / "ca.crt"),
+        token=FileToken(token_file, "the in-cluster ServiceAccount"),
+        namespace=_read(SERVICE_ACCOUNT / "namespace", "default").strip() or "default",
     )
+
+
+def _home(path: str) -> pathlib.Path:
+    """``path`` with a leading ``~`` made the home directory (HOME, read through settings)."""
+    if path != "~" and not path.startswith("~/"):
+        return pathlib.Path(path)
+    home = settings.process_environment().get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    return pathlib.Path(home) / path[2:]
 
 
 def _from_kubeconfig(paths: list[pathlib.Path], wanted: str | None) -> Credentials:
@@ -160,27 +315,41 @@ def _from_kubeconfig(paths: list[pathlib.Path], wanted: str | None) -> Credentia
     if not isinstance(server, str) or not server:
         raise CredentialsError(f"kubeconfig {cluster_file}: cluster {cluster_name!r} has no server")
     label = f"kubeconfig {user_file}: user {user_name!r}"
+    where_cluster = f"kubeconfig {cluster_file}: cluster {cluster_name!r}"
+    for field in _UNSUPPORTED_CLUSTER:
+        if cluster.get(field):
+            raise CredentialsError(f"{where_cluster} sets {field}, which is not supported")
+    for field in _UNSUPPORTED_USER:
+        if user.get(field):
+            raise CredentialsError(f"{label} sets {field} (impersonation), which is not supported")
+    for field in ("certificate-authority", "client-certificate", "client-key"):
+        holder = cluster if field == "certificate-authority" else user
+        if holder.get(field) and holder.get(f"{field}-data"):
+            owner = where_cluster if holder is cluster else label
+            raise CredentialsError(f"{owner} sets both {field} and {field}-data: one, please")
     return Credentials(
         server=server.rstrip("/"),
         ca_path=_path(cluster_file, cluster.get("certificate-authority")),
-        ca_data=_pem(cluster.get("certificate-authority-data"), f"cluster {cluster_name!r}"),
+        ca_data=_pem(cluster.get("certificate-authority-data"), where_cluster),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
         certificate_path=_path(user_file, user.get("client-certificate")),
         certificate_data=_pem(user.get("client-certificate-data"), label),
         key_path=_path(user_file, user.get("client-key")),
         key_data=_pem(user.get("client-key-data"), label),
-        token=_user_token(user_file, user, label),
+        token=_user_token(user_file, user, cluster, label),
         namespace=str(ctx.get("namespace") or "default"),
         kubeconfig=os.pathsep.join(str(p) for p in paths),
     )
 
 
-def _user_token(path: pathlib.Path, user: dict[str, Any], label: str) -> Callable[[], str | None]:
+def _user_token(
+    path: pathlib.Path, user: dict[str, Any], cluster: dict[str, Any], label: str
+) -> Token:
     if user.get("auth-provider"):
         provider = (user["auth-provider"] or {}).get("name", "?")
         raise CredentialsError(
             f"{label} authenticates with the auth-provider {provider!r}, which is not "
-            "supported: use a token, a client certificate or an exec plugin"
+            "supported: use its exec plugin (kubelogin for oidc), a token or a client certificate"
         )
     if user.get("username") or user.get("password"):
         raise CredentialsError(
@@ -188,101 +357,81 @@ def _user_token(path: pathlib.Path, user: dict[str, Any], label: str) -> Callabl
             "Kubernetes no longer offers: use a token, a client certificate or an exec plugin"
         )
     if user.get("token"):
-        token = str(user["token"])
-        return lambda: token
+        return Token(str(user["token"]))
     if user.get("tokenFile"):
-        return _file_token(pathlib.Path(_path(path, user["tokenFile"]) or ""))
+        return FileToken(pathlib.Path(_path(path, user["tokenFile"]) or ""), label)
     if user.get("exec"):
-        return _exec_token(path, user["exec"], label)
-    return lambda: None
+        return _exec_token(path, user["exec"], cluster, label)
+    return Token()
 
 
-def _file_token(path: pathlib.Path) -> Callable[[], str | None]:
-    """The token in ``path``, read again once ``TOKEN_FILE_TTL`` has passed."""
-    cached: list[Any] = []  # [token, read at]
-
-    def token() -> str | None:
-        if not cached or time.monotonic() - cached[1] > TOKEN_FILE_TTL:
-            cached[:] = [_read(path, "").strip() or None, time.monotonic()]
-        value: str | None = cached[0]
-        return value
-
-    return token
-
-
-def _exec_token(path: pathlib.Path, spec: dict[str, Any], label: str) -> Callable[[], str | None]:
-    """An exec plugin's token (client.authentication.k8s.io ExecCredential), run again
-    when the token it gave expires."""
+def _exec_token(
+    path: pathlib.Path, spec: dict[str, Any], cluster: dict[str, Any], label: str
+) -> ExecToken:
     command = spec.get("command")
     if not isinstance(command, str) or not command:
         raise CredentialsError(f"{label}: its exec plugin names no command")
     if "/" in command and not pathlib.Path(command).is_absolute():
         command = str(path.parent / command)  # relative to the kubeconfig, as kubectl does
-    argv = [command, *(str(a) for a in spec.get("args") or [])]
+    info: dict[str, Any] = {"interactive": False}
+    if spec.get("provideClusterInfo"):
+        info["cluster"] = {
+            k: cluster[k]
+            for k in ("server", "certificate-authority-data", "insecure-skip-tls-verify")
+            if k in cluster
+        }
     env = {
         **settings.process_environment(),
         **{str(e["name"]): str(e["value"]) for e in spec.get("env") or []},
+        "KUBERNETES_EXEC_INFO": json.dumps(
+            {
+                "apiVersion": spec.get("apiVersion", "client.authentication.k8s.io/v1"),
+                "kind": "ExecCredential",
+                "spec": info,
+            }
+        ),
     }
-    env["KUBERNETES_EXEC_INFO"] = json.dumps(
-        {
-            "apiVersion": spec.get("apiVersion", "client.authentication.k8s.io/v1"),
-            "kind": "ExecCredential",
-            "spec": {"interactive": False},
-        }
-    )
-    cached: list[Any] = []  # [token, renew at (monotonic)]
-
-    def token() -> str | None:
-        if not cached or time.monotonic() >= cached[1]:
-            cached[:] = _run_exec(argv, env, label)
-        value: str | None = cached[0]
-        return value
-
-    return token
+    argv = [command, *(str(a) for a in spec.get("args") or [])]
+    return ExecToken(argv, env, str(spec.get("installHint") or "").strip(), label)
 
 
-def _run_exec(argv: list[str], env: dict[str, str], label: str) -> list[Any]:
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _expiry(value: Any, label: str) -> datetime.datetime | None:
+    """An ExecCredential's expirationTimestamp (RFC 3339; without an offset: UTC)."""
+    if not value:
+        return None
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=EXEC_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CredentialsError(f"{label}: its exec plugin {argv[0]} failed: {exc}") from None
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-        raise CredentialsError(f"{label}: its exec plugin {argv[0]} failed: {said[0]}")
-    try:
-        status = json.loads(done.stdout)["status"]
-        token = str(status["token"])
-    except (ValueError, KeyError, TypeError):
+        at = datetime.datetime.fromisoformat(str(value).upper().replace("Z", "+00:00"))
+    except ValueError:
         raise CredentialsError(
-            f"{label}: its exec plugin {argv[0]} gave no ExecCredential with a token"
+            f"{label}: its exec plugin gave an expirationTimestamp that is not a time: {value!r}"
         ) from None
-    renew_at = float("inf")
-    expires = status.get("expirationTimestamp")
-    if expires:
-        left = datetime.datetime.fromisoformat(str(expires).replace("Z", "+00:00")) - (
-            datetime.datetime.now(datetime.UTC)
-        )
-        renew_at = time.monotonic() + left.total_seconds() - EXEC_MARGIN
-    return [token, renew_at]
+    return at if at.tzinfo else at.replace(tzinfo=datetime.UTC)
 
 
 def _path(base: pathlib.Path, value: Any) -> str | None:
     """A kubeconfig's file reference, relative to the kubeconfig's own directory."""
     if not value:
         return None
-    return str(base.parent / pathlib.Path(str(value)).expanduser())
+    return str(base.parent / _home(str(value)))
 
 
 def _pem(value: Any, label: str) -> str | None:
-    """A kubeconfig's ``*-data`` field: base64 of PEM."""
+    """A kubeconfig's ``*-data`` field: base64 of PEM (line breaks allowed, as kubectl
+    allows them), from its first ``-----BEGIN`` (no text before it: kopf wants none)."""
     if not value:
         return None
     try:
-        return base64.b64decode(str(value), validate=True).decode("ascii")
+        text = base64.b64decode("".join(str(value).split()), validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
-        raise CredentialsError(f"{label}: a *-data field is not base64 of PEM") from None
+        text = ""
+    start = text.find("-----BEGIN ")
+    if start < 0:
+        raise CredentialsError(f"{label}: a *-data field is not base64 of PEM")
+    return text[start:]
 
 
 def _pem_file(stack: contextlib.ExitStack[bool | None], pem: str | None) -> str:

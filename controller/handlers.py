@@ -63,6 +63,24 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.queueing.idle_timeout = WORKER_IDLE
 
 
+def connection_info(config: credentials.Credentials) -> kopf.ConnectionInfo:
+    """kopf's credentials: the same as controller.kube's, one resolution for both clients.
+    kopf logs in at start and again after a 401: the token is then read again."""
+    config.token.refused()
+    return kopf.ConnectionInfo(
+        server=config.server,
+        ca_path=config.ca_path,
+        ca_data=config.ca_data,
+        insecure=config.insecure,
+        certificate_path=config.certificate_path,
+        certificate_data=config.certificate_data,
+        private_key_path=config.key_path,
+        private_key_data=config.key_data,
+        token=config.token.refresh(),
+        expiration=config.token.expires,
+    )
+
+
 def register(
     registry: kopf.OperatorRegistry,
     intake: Intake,
@@ -72,21 +90,10 @@ def register(
     async def on_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
 
+    # Sync: kopf runs it in a thread, where an exec plugin may take its seconds.
     @kopf.on.login(registry=registry)
-    async def login(**_: Any) -> kopf.ConnectionInfo:
-        # The same credentials as controller.kube: one resolution for both clients. kopf
-        # logs in again on a 401, and the token is then read again.
-        return kopf.ConnectionInfo(
-            server=config.server,
-            ca_path=config.ca_path,
-            ca_data=config.ca_data,
-            insecure=config.insecure,
-            certificate_path=config.certificate_path,
-            certificate_data=config.certificate_data,
-            private_key_path=config.key_path,
-            private_key_data=config.key_data,
-            token=config.token(),
-        )
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(config)
 
     # Async handlers: kopf runs sync ones in a thread pool, a hop per event for nothing.
     # The raw event's object is handed over as is: the store keeps a trimmed copy.

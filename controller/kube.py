@@ -10,6 +10,7 @@ with the API server's own sentence, and as ``NotFound`` / ``Conflict`` /
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -97,15 +98,18 @@ class Kube:
         except credentials.CredentialsError as exc:
             raise KubernetesUnavailable(str(exc)) from None
         self._session: aiohttp.ClientSession | None = None
+        self._refreshing = asyncio.Lock()
 
-    def _headers(self, content_type: str) -> dict[str, str]:
+    async def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        try:
-            token = self.config.token()  # read again first, where the credential changes
-        except credentials.CredentialsError as exc:
-            raise KubernetesUnavailable(str(exc)) from None
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        token = self.config.token
+        if token.stale():  # read again first, off the loop: an exec plugin may take seconds
+            async with self._refreshing:
+                # It never fails once loaded: a failed read keeps the token read last.
+                await asyncio.to_thread(token.refresh)
+        value = token.current()
+        if value:
+            headers["Authorization"] = f"Bearer {value}"
         return headers
 
     async def request(
@@ -126,10 +130,12 @@ class Kube:
                 method,
                 self.host + path,
                 data=json.dumps(body) if body is not None else None,
-                headers=self._headers(content_type),
+                headers=await self._headers(content_type),
                 params=params,
             ) as response:
                 text = await response.text()
+                if response.status == 401:
+                    self.config.token.refused()  # read again before the next request
                 if response.status >= 400:
                     raise _error(response.status, text)
                 result: dict[str, Any] = json.loads(text) if text else {}

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import pathlib
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -96,6 +97,9 @@ class Context:
         self.args = args
         # The environment through settings, as the operator reads it: one set of rules.
         kubeconfig = args.kubeconfig or settings.given("KUBECONFIG") or None
+        if args.kubeconfig and not pathlib.Path(args.kubeconfig).is_file():
+            # Named on the command line: one file, which must be there (as kubectl has it).
+            raise Failed(f"--kubeconfig {args.kubeconfig}: no such file", NO_CLUSTER)
         try:
             self.kube = kube.Kube(kube.load_config(kubeconfig, args.context))
         except kube.KubernetesUnavailable as exc:

@@ -22,7 +22,6 @@ def test_kopf_builds_no_essence_and_stores_none_on_the_object() -> None:
 
 def test_kopf_is_configured_to_post_nothing_diff_nothing_and_let_idle_workers_go() -> None:
     settings = kopf.OperatorSettings()
-    assert settings.queueing.idle_timeout == 5.0  # kopf's default, which holds bodies
     handlers.configure(settings)
     assert settings.posting.enabled is False
     assert isinstance(settings.persistence.diffbase_storage, handlers.NoDiffBase)

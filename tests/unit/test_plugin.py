@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,13 @@ def test_events_read_well() -> None:
     data.update(to="Killed", reason="Killed", error="", killedBy="alice")
     killed = {**AGENT_EVENT, "type": "agent.killed", "data": data}
     assert plugin.render(killed, "text").endswith("Running → Killed  Killed  by alice")
+
+
+def test_a_kubeconfig_named_on_the_command_line_must_exist(
+    tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not quietly the in-cluster ServiceAccount, nor KUBECONFIG: kubectl refuses it too.
+    environment["KUBECONFIG"] = str(tmp_path / "elsewhere")
+    absent = tmp_path / "typo"
+    assert plugin.main(["status", "a1", "--kubeconfig", str(absent)]) == plugin.NO_CLUSTER
+    assert capsys.readouterr().err == f"error: --kubeconfig {absent}: no such file\n"
