@@ -1,4 +1,4 @@
-"""The kopf registrations' settings of substance: no diff base, no posting, short-lived workers."""
+"""The kopf registrations' settings of substance: no diff base, no posting."""
 
 from __future__ import annotations
 
@@ -20,12 +20,9 @@ def test_kopf_builds_no_essence_and_stores_none_on_the_object() -> None:
     assert not patch, "nothing written on the object: GitOps sees no drift"
 
 
-def test_kopf_is_configured_to_post_nothing_diff_nothing_and_let_idle_workers_go() -> None:
+def test_kopf_is_configured_to_post_nothing_and_diff_nothing() -> None:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     assert settings.posting.enabled is False
     assert isinstance(settings.persistence.diffbase_storage, handlers.NoDiffBase)
     assert (settings.watching.server_timeout, settings.watching.client_timeout) == (300, 330)
-    # An idle worker holds its object's last raw body: it goes within a second. Not at once:
-    # with no time at all, kopf's worker spins on Python 3.11 and never takes its event.
-    assert 0 < settings.queueing.idle_timeout <= 1
