@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import functools
 import json
 import math
 import os
@@ -155,10 +156,12 @@ def killswitch_body(name: str, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def runtime_python() -> Path:
     """A Python with the image's dependencies only (image/requirements.lock, by uv), made
-    once per lock. Not the development venv: kopf imports the tests' `kubernetes` client
-    whenever it is installed, 14 MiB the shipped operator does not carry."""
+    once per lock and checked once per run. Not the development venv: kopf imports the
+    tests' `kubernetes` client whenever it is installed, 14 MiB the shipped operator does
+    not carry."""
     python = RUNTIME / "bin" / "python"
     stamp = RUNTIME / "requirements.lock"
     lock = LOCK.read_text()

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import pwd
@@ -43,7 +44,7 @@ SERVICE_ACCOUNT: Final = pathlib.Path("/var/run/secrets/kubernetes.io/serviceacc
 # How long a token read from a file is used before the file is read again.
 TOKEN_FILE_TTL: Final = 60.0
 # An exec plugin's token is renewed this long before it expires; a plugin runs at most
-# once in EXEC_INTERVAL (a refused token, a failure) unless its token has expired.
+# once in EXEC_INTERVAL, whatever asks (a refused token, a failure, a short-lived token).
 EXEC_MARGIN: Final = 30.0
 EXEC_INTERVAL: Final = 10.0
 EXEC_TIMEOUT: Final = 60.0
@@ -98,14 +99,14 @@ class FileToken(Token):
     def __init__(self, path: pathlib.Path, label: str) -> None:
         super().__init__()
         self.path, self.label = path, label
-        self._read_at: float | None = None
+        self._read_at = -math.inf
         self._read(first=True)
 
     def stale(self) -> bool:
-        return self._read_at is None or time.monotonic() - self._read_at > TOKEN_FILE_TTL
+        return time.monotonic() - self._read_at > TOKEN_FILE_TTL
 
     def refused(self) -> None:
-        self._read_at = None
+        self._read_at = -math.inf
 
     def _read(self, first: bool = False) -> None:
         try:
@@ -127,7 +128,7 @@ class ExecToken(Token):
         super().__init__()
         self.argv, self.env, self.hint, self.label = argv, env, hint, label
         self._renew_at = 0.0  # monotonic
-        self._ran_at: float | None = None
+        self._ran_at = -math.inf
         self._expires: datetime.datetime | None = None
         self._read()
 
@@ -137,8 +138,7 @@ class ExecToken(Token):
 
     def stale(self) -> bool:
         now = time.monotonic()
-        recent = self._ran_at is not None and now - self._ran_at < EXEC_INTERVAL
-        return now >= self._renew_at and not recent
+        return now >= self._renew_at and now - self._ran_at >= EXEC_INTERVAL
 
     def refused(self) -> None:
         self._renew_at = 0.0
@@ -152,7 +152,7 @@ class ExecToken(Token):
                 raise  # the first run: a start-up error
             return  # the token it gave last, until the next try
         if self._expires is None:
-            self._renew_at = float("inf")
+            self._renew_at = math.inf
         else:
             # Before it expires (and, by `stale`, not within EXEC_INTERVAL of this run).
             self._renew_at = self._ran_at + (self._expires - _now()).total_seconds() - EXEC_MARGIN

@@ -378,15 +378,20 @@ def test_insecure_skip_tls_verify_turns_verification_off(tmp_path: Path) -> None
     assert config.ssl_context().verify_mode == ssl.CERT_NONE
 
 
-def test_the_exec_info_names_the_plugins_api_version(
-    tmp_path: Path, environment: dict[str, str]
-) -> None:
-    seen = tmp_path / "info"
-    script = (
+def info_keeping_plugin(seen: Path) -> str:
+    """A plugin's Python (for ``-c``) that keeps what kubectl hands it in ``seen``."""
+    return (
         "import os, json; "
         f"open({str(seen)!r}, 'w').write(os.environ['KUBERNETES_EXEC_INFO']); "
         "print(json.dumps({'status': {'token': 't'}}))"
     )
+
+
+def test_the_exec_info_names_the_plugins_api_version(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    seen = tmp_path / "info"
+    script = info_keeping_plugin(seen)
     plugin = {
         "apiVersion": "client.authentication.k8s.io/v1beta1",
         "command": sys.executable,
@@ -449,11 +454,7 @@ def test_an_exec_plugin_is_asked_with_the_cluster_when_it_wants_it(
     tmp_path: Path, environment: dict[str, str]
 ) -> None:
     seen = tmp_path / "info"
-    script = (
-        "import os, json; "
-        f"open({str(seen)!r}, 'w').write(os.environ['KUBERNETES_EXEC_INFO']); "
-        "print(json.dumps({'status': {'token': 't'}}))"
-    )
+    script = info_keeping_plugin(seen)
     plugin = {"command": sys.executable, "args": ["-c", script], "provideClusterInfo": True}
     cluster = {"server": SERVER, "insecure-skip-tls-verify": True}
     kube.load_config(str(kubeconfig(tmp_path / "config", {"exec": plugin}, cluster=cluster)))
