@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asyncio import sslproto
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,19 @@ import pytest
 from controller import __main__ as cli
 from controller import mirror
 from localcluster import procs
+
+
+@pytest.fixture(autouse=True)
+def _tls_read_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command sets asyncio's TLS read size for its process: undone after each test here."""
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
+
+
+def test_the_command_reads_tls_in_small_buffers(environment: dict[str, str]) -> None:
+    environment["VALKEY_STREAM_MAXLEN"] = "zero"
+    assert sslproto.SSLProtocol.max_size == 256 * 1024, "asyncio's default"
+    cli.main(["run"])
+    assert sslproto.SSLProtocol.max_size == cli.TLS_READ_SIZE == 64 * 1024
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(
