@@ -17,8 +17,8 @@ from typing import Final
 from controller import app, kube, logs, mirror, settings
 
 # What asyncio reads off a TLS socket at a time. Its default, 256 KiB, is a buffer per
-# connection, zeroed when made, so all of it in memory: 35 connections at a 1000-agent burst
-# (kopf's watches, the writers', Valkey's) held 9 MiB. A TLS record is at most 16 KiB.
+# connection, zeroed when made, so all of it in memory: up to 35 connections to the API server
+# at a 1000-agent burst (kopf's watches, the writers'), 9 MiB. A TLS record is at most 16 KiB.
 TLS_READ_SIZE: Final = 64 * 1024
 
 

@@ -21,7 +21,7 @@ def _tls_read_size(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_command_reads_tls_in_small_buffers(environment: dict[str, str]) -> None:
     environment["VALKEY_STREAM_MAXLEN"] = "zero"
     assert sslproto.SSLProtocol.max_size == 256 * 1024, "asyncio's default"
-    cli.main(["run"])
+    assert cli.main(["run"]) == 2, "stopped at the bad setting, after the TLS read size"
     assert sslproto.SSLProtocol.max_size == cli.TLS_READ_SIZE == 64 * 1024
 
 

@@ -8,8 +8,11 @@ from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._cogs.structs import ephemera, references
+from kopf._core.engines import indexing
+from kopf._core.reactor import inventory, processing
 
-from controller import credentials, handlers
+from controller import credentials, handlers, models, workload
 from tests.unit.fakes import agent_body
 
 
@@ -49,23 +52,46 @@ class _Intake:
     async def namespace_event(self, body: dict[str, Any], gone: bool) -> None: ...
 
 
+_RESOURCES = {
+    "agents": references.Resource(models.GROUP, models.VERSION, "agents", namespaced=True),
+    "pods": references.Resource("", "v1", "pods", namespaced=True),
+}
+
+
+@pytest.mark.parametrize("event_type", ["MODIFIED", "DELETED", None])
 @pytest.mark.parametrize("plural", ["agents", "pods"])
-def test_the_event_kopf_keeps_holds_the_identity_not_the_body(plural: str) -> None:
+def test_the_event_kopf_keeps_holds_the_identity_not_the_body(
+    plural: str, event_type: str | None
+) -> None:
+    """Through kopf's own processing of one watch event, as its per-object worker calls it:
+    the handler's event is the worker's, and kopf reads nothing of its object afterwards."""
     registry = kopf.OperatorRegistry()
     intake = _Intake()
     handlers.register(registry, intake, cast(credentials.Credentials, None))
-    (handler,) = [
-        h
-        for h in registry._watching.get_all_handlers()
-        if h.selector is not None and h.selector.any_name == plural
-    ]
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
     body = agent_body()
+    body["metadata"]["labels"] = {workload.LABEL_AGENT: "worker"}
     body["metadata"]["managedFields"] = [{"manager": "kubectl"}]
-    event: dict[str, Any] = {"type": "MODIFIED", "object": body}
-    asyncio.run(cast(Any, handler.fn)(event=event))
-    assert intake.agents + intake.pods == [body], "the store was given the whole body"
+    whole = copy.deepcopy(body)
+    event: dict[str, Any] = {"type": event_type, "object": body}
+    asyncio.run(
+        processing.process_resource_event(
+            lifecycle=kopf.lifecycles.all_at_once,
+            indexers=indexing.OperatorIndexers(),
+            registry=registry,
+            settings=settings,
+            memories=inventory.ResourceMemories(),
+            memobase=cast(ephemera.AnyMemo, ephemera.Memo()),
+            resource=_RESOURCES[plural],
+            raw_event=cast(kopf.RawEvent, event),
+            event_queue=asyncio.Queue(),
+        )
+    )
+    given = intake.agents if plural == "agents" else intake.pods
+    assert given == [whole], "the store was given the whole body, by its own kind's intake"
     assert event == {
-        "type": "MODIFIED",
+        "type": event_type,
         "object": {
             "metadata": {
                 "name": "worker",
