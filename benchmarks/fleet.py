@@ -2,7 +2,7 @@
 
 Each measure runs twice on the same cluster, one after the other: once through the
 operator, once through a bare asyncio client (``Floor``) that sends the requests the
-operator sends per agent, at the operator's concurrency (its 20 workers, at most 16
+operator sends per agent, at the operator's concurrency (its 40 workers, at most 16
 on new agents, observed changes served first: ``Places``), with every body computed
 beforehand. The ratio of the two is the operator's overhead; the floor is what the
 API server, etcd and kwok cost on this machine.

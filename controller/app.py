@@ -52,11 +52,13 @@ STOP_TIMEOUT: Final = 10.0
 PRIME_RETRY: Final = 2.0
 # Of each queue's workers, some are kept from its slow lane (new agents, listings,
 # anti-entropy's backlog): a Pod's change, a kill or a transition to mirror never
-# waits for a worker behind them.
-AGENT_WORKERS: Final = 20
+# waits for a worker behind them. The kept ones are more than the slow lane's own:
+# an observed change's pass is short (a status write, an Event), but at a burst's
+# peak they come faster than 4 workers took them (README "Observed changes go first").
+AGENT_WORKERS: Final = 40
 AGENT_SLOW_LIMIT: Final = 16
 SWITCH_WORKERS: Final = 2
-MIRROR_WORKERS: Final = 8
+MIRROR_WORKERS: Final = 16
 MIRROR_SLOW_LIMIT: Final = 6
 
 
