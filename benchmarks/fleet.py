@@ -972,7 +972,8 @@ async def run(
     keep: Path | None = None,
     rounds: int = 1,
 ) -> Figures:
-    api = kube.Kube(kube.load_config(str(kubeconfig)))
+    # The floor's 40 places and the creations' 50 POSTs at once, none waiting for a connection.
+    api = kube.Kube(kube.load_config(str(kubeconfig)), connections=128)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     out = Figures()
     try:

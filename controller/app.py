@@ -60,6 +60,10 @@ AGENT_SLOW_LIMIT: Final = 16
 SWITCH_WORKERS: Final = 2
 MIRROR_WORKERS: Final = 16
 MIRROR_SLOW_LIMIT: Final = 6
+# Connections to the API server: one per worker that may be in a request (an agents' pass,
+# a mirror's finalizer write, a switch's), and some to spare for the Lease, the probes and
+# Warnings posted from the watches, so none of them waits for a connection.
+API_CONNECTIONS: Final = AGENT_WORKERS + MIRROR_WORKERS + SWITCH_WORKERS + 8
 
 
 class Operator:
@@ -227,7 +231,7 @@ def _retrying(key: str, exc: BaseException, delay: float) -> None:
 
 async def run(config: settings.Settings) -> int:
     kube_config = kube.load_config(config.kubeconfig)
-    api = kube.Kube(kube_config)
+    api = kube.Kube(kube_config, connections=API_CONNECTIONS)
     conn = mirror.connect(config)
     try:
         server = await api.server_info()

@@ -90,9 +90,12 @@ def _error(status: int, text: str) -> ApiError:
 class Kube:
     """An async client of the API server for what the operator reads and writes."""
 
-    def __init__(self, config: credentials.Credentials) -> None:
+    def __init__(self, config: credentials.Credentials, connections: int = 64) -> None:
+        """``connections``: the most requests in flight at once; more wait for a connection,
+        and the wait counts against their timeout."""
         self.config = config
         self.host = config.server
+        self.connections = connections
         try:
             self._ssl = config.ssl_context()
         except credentials.CredentialsError as exc:
@@ -105,8 +108,9 @@ class Kube:
         token = self.config.token
         if token.stale():  # read again first, off the loop: an exec plugin may take seconds
             async with self._refreshing:
-                # It never fails once loaded: a failed read keeps the token read last.
-                await asyncio.to_thread(token.refresh)
+                if token.stale():  # unless a request that held the lock before read it
+                    # It never fails once loaded: a failed read keeps the token read last.
+                    await asyncio.to_thread(token.refresh)
         value = token.current()
         if value:
             headers["Authorization"] = f"Bearer {value}"
@@ -122,7 +126,7 @@ class Kube:
     ) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self.connections),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
         try:
