@@ -17,9 +17,9 @@ from typing import Final
 from controller import app, kube, logs, mirror, settings
 
 # What asyncio reads off a TLS socket at a time. Its default, 256 KiB, is a buffer per
-# connection, zeroed when made, so all of it in memory: up to 35 connections to the API server
-# at a 1000-agent burst with 20 workers (kopf's watches, the writers'; up to app.API_CONNECTIONS
-# writers' now), 9 MiB. A TLS record is at most 16 KiB.
+# connection, zeroed when made, so all of it in memory: kopf's watches and up to
+# app.API_CONNECTIONS writers' (35 in all at a 1000-agent burst with 20 workers: 9 MiB).
+# A TLS record is at most 16 KiB.
 TLS_READ_SIZE: Final = 64 * 1024
 
 
