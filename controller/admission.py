@@ -120,7 +120,10 @@ def admits(key: str, line: Iterable[InLine], held: Collection[str], limits: Limi
 def why_waiting(key: str, line: Iterable[InLine], held: Collection[str], limits: Limits) -> str:
     """The status message of a queued agent: the limit that holds it. Its namespace's cap
     when that is full; else the operator's limit when that is full; else (room in both,
-    older agents first) the cap when those older agents of its namespace will fill it."""
+    older agents first) the cap when those older agents of its namespace will fill it before
+    the operator's room runs out, the operator's limit otherwise. Decided by the rooms, not by
+    how many of those older agents hold their slots yet, so the message does not depend on
+    which of their passes ran first."""
     namespace = namespace_of(key)
     cap = limits.namespaces.get(namespace)
     by_cap = f"waiting for a slot: namespace {namespace} allows {cap} agents at once ({ANNOTATION})"
@@ -141,6 +144,11 @@ def why_waiting(key: str, line: Iterable[InLine], held: Collection[str], limits:
         and w.key not in held
         and _order(w) < _order(mine)
     )
-    if cap is not None and (in_namespace + ahead >= cap or not limits.total):
+    if cap is None:
+        return by_operator
+    room_in_namespace = cap - in_namespace
+    if not limits.total or (
+        ahead >= room_in_namespace and room_in_namespace <= limits.total - len(held)
+    ):
         return by_cap
     return by_operator

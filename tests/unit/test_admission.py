@@ -110,6 +110,25 @@ def test_why_waiting_names_the_limit_that_holds() -> None:
         == "waiting for a slot: namespace a allows 2 agents at once "
         f"({ann})"
     )
+    # Two free under the operator's 4, three under a cap of 3, nine older agents of the
+    # namespace waiting: the operator's limit holds it, and says so whether 0, 1 or 2 of
+    # those nine hold their slots yet (their passes run beside this one's).
+    cap_3 = f"waiting for a slot: namespace a allows 3 agents at once ({ann})"
+    elders = [store.Waiting(f"a/{i}", "2026-01-01T10:00:01Z") for i in range(9)]
+    for promised in ({""}, {"a/0"}, {"a/0", "a/1"}):
+        held = {"b/1", "b/2"} | (promised - {""})
+        said = admission.why_waiting("a/x", [*elders, me], held, Limits(4, {"a": 3}))
+        assert said == by_operator, (promised, said)
+    # Room for as many under the cap as under the operator: the cap is named.
+    assert admission.why_waiting("a/x", [*elders, me], {"b/1"}, Limits(4, {"a": 3})) == cap_3
+    # Older agents of the namespace fewer than its room: the others' agents hold it.
+    assert admission.why_waiting("a/x", [older, me], {"b/1", "b/2"}, Limits(4, {"a": 3})) == (
+        by_operator
+    )
+    # No cap at all: only the operator's limit can hold it.
+    assert admission.why_waiting("a/x", [older, me], {"b/1"}, Limits(2, {})) == (
+        "waiting for a slot: 2 agents may run at once (MAX_CONCURRENT_AGENTS)"
+    )
 
 
 def test_an_agent_promised_a_slot_is_not_chosen_again() -> None:
