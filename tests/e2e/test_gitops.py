@@ -57,6 +57,26 @@ def test_reapplying_a_finished_folder_changes_nothing_and_shows_no_drift(
     pods_before = crds.kubectl(
         "get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].metadata.uid}"
     )
+    # Each agent's Event comes after its status write: wait for the last one before the count.
+    wait_for(
+        lambda: (
+            len(
+                crds.kubectl(
+                    "get",
+                    "events",
+                    "-n",
+                    namespace,
+                    "--field-selector",
+                    "involvedObject.kind=Agent,reason=Completed",
+                    "-o",
+                    "name",
+                ).split()
+            )
+            == 20
+        ),
+        30,
+        "the Completed Event of every agent",
+    )
     events_before = crds.kubectl("get", "events", "-n", namespace, "-o", "name").split()
 
     crds.kubectl("apply", "--server-side", "-f", str(folder))

@@ -164,8 +164,15 @@ def test_an_agent_made_while_engaged_never_runs_and_disengaging_revives_nothing(
     assert "podName" not in killed["status"], "no Pod was ever made"
     assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").strip() == ""
     uid = killed["metadata"]["uid"]
-    kinds = [json.loads(e)["type"] for e in views.stream(valkey_url, uid)]
-    assert kinds == ["agent.spawning", "agent.killed"]
+    # The mirror follows the status on its own queue: the stream may be a moment behind.
+    wait_for(
+        lambda: (
+            [json.loads(e)["type"] for e in views.stream(valkey_url, uid)]
+            == ["agent.spawning", "agent.killed"]
+        ),
+        15,
+        "agent.spawning then agent.killed on the stream",
+    )
 
     crds.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, False, labels))
     crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=agents_yaml(2, "late", labels))

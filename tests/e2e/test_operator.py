@@ -239,7 +239,7 @@ def test_deleting_a_running_agent_kills_it_then_lets_it_go(
         "agent.deleted",
     ]
     assert events[2]["data"]["reason"] == "AgentDeleted"
-    assert views.received(feed, uid) == views.stream(valkey_url, uid)
+    wait_for(lambda: views.received(feed, uid) == views.stream(valkey_url, uid), 10, "the channel")
     record = views.record(valkey_url, namespace, "doomed")
     assert (record["deleted"], record["phase"]) == ("1", "Killed")
     assert views.phase_sets(valkey_url, f"{namespace}/doomed") == []
