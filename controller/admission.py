@@ -120,10 +120,10 @@ def admits(key: str, line: Iterable[InLine], held: Collection[str], limits: Limi
 def why_waiting(key: str, line: Iterable[InLine], held: Collection[str], limits: Limits) -> str:
     """The status message of a queued agent: the limit that holds it. Its namespace's cap
     when that is full; else the operator's limit when that is full; else (room in both,
-    older agents first) the cap when those older agents of its namespace will fill it before
-    the operator's room runs out, the operator's limit otherwise. Decided by the rooms, not by
-    how many of those older agents hold their slots yet, so the message does not depend on
-    which of their passes ran first."""
+    older agents first) the cap when the agents whose turn comes first (``next_up``, every
+    namespace's) fill it, the operator's limit otherwise. Whether one of them holds its slot
+    yet or is about to changes nothing, so the message does not depend on which of their
+    passes ran first."""
     namespace = namespace_of(key)
     cap = limits.namespaces.get(namespace)
     by_cap = f"waiting for a slot: namespace {namespace} allows {cap} agents at once ({ANNOTATION})"
@@ -135,20 +135,9 @@ def why_waiting(key: str, line: Iterable[InLine], held: Collection[str], limits:
         return by_cap
     if limits.total and len(held) >= limits.total:
         return by_operator
-    mine = next((w for w in line if w.key == key), None)
-    ahead = sum(
-        1
-        for w in line
-        if mine is not None
-        and namespace_of(w.key) == namespace
-        and w.key not in held
-        and _order(w) < _order(mine)
-    )
     if cap is None:
         return by_operator
-    room_in_namespace = cap - in_namespace
-    if not limits.total or (
-        ahead >= room_in_namespace and room_in_namespace <= limits.total - len(held)
-    ):
+    first = sum(1 for k in next_up(line, held, limits) if namespace_of(k) == namespace)
+    if not limits.total or in_namespace + first >= cap:
         return by_cap
     return by_operator

@@ -121,10 +121,15 @@ def test_why_waiting_names_the_limit_that_holds() -> None:
         assert said == by_operator, (promised, said)
     # Room for as many under the cap as under the operator: the cap is named.
     assert admission.why_waiting("a/x", [*elders, me], {"b/1"}, Limits(4, {"a": 3})) == cap_3
-    # Older agents of the namespace fewer than its room: the others' agents hold it.
-    assert admission.why_waiting("a/x", [older, me], {"b/1", "b/2"}, Limits(4, {"a": 3})) == (
-        by_operator
-    )
+    # One free slot, and the older agent of its namespace would fill its cap, but b holds
+    # fewer and has one waiting: b's agent gets the slot, so the operator's limit holds it.
+    b_waiting = store.Waiting("b/w", "2026-01-01T10:00:09Z")
+    held = {"a/1", "a/2", "b/1"}
+    line = [older, me, b_waiting]
+    assert admission.next_up(line, held, Limits(4, {"a": 3})) == ["b/w"]
+    assert admission.why_waiting("a/x", line, held, Limits(4, {"a": 3})) == by_operator
+    # Without b's agent waiting the slot is the older one's, which fills the cap of 3.
+    assert admission.why_waiting("a/x", [older, me], held, Limits(4, {"a": 3})) == cap_3
     # No cap at all: only the operator's limit can hold it.
     assert admission.why_waiting("a/x", [older, me], {"b/1"}, Limits(2, {})) == (
         "waiting for a slot: 2 agents may run at once (MAX_CONCURRENT_AGENTS)"
