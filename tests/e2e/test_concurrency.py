@@ -31,7 +31,8 @@ class PodWatch:
         assert isinstance(pod, dict)
         name = pod["metadata"]["name"]
         if event["type"] == "DELETED":
-            self.phases.pop(name, None)
+            if self.phases.pop(name, None) is not None:
+                self.finished.add(name)  # gone, finished or not: its slot is free
             return
         if name not in self.phases and event["type"] == "ADDED":
             self.created.append((name, len(self.finished)))
