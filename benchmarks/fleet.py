@@ -690,30 +690,36 @@ def per_agent(scraped: list[str], size: int) -> dict[str, float]:
     return {what: n / size for what, n in sorted(made.items()) if n > 0}
 
 
-def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """The q-quantile of the observations between two scrapes, at the bucket's upper bound."""
+def _rank_bucket(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> tuple[float, float, float] | None:
+    """The bucket the q-quantile of the observations between two scrapes falls in: its lower
+    and upper bounds, and how far into its count the rank is (0-1); None: nothing observed."""
     delta = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
     total = delta[-1][1] if delta else 0.0
+    lower, below = 0.0, 0.0
     for le, count in delta:
         if total and count >= q * total:
-            return le
-    return float("nan")
+            return lower, le, (q * total - below) / (count - below)
+        lower, below = le, count
+    return None
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile of the observations between two scrapes, at the bucket's upper bound."""
+    bucket = _rank_bucket(before, after, q)
+    return bucket[1] if bucket else float("nan")
 
 
 def interpolated(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """The q-quantile between two scrapes as Prometheus's ``histogram_quantile`` estimates it:
     linear within the bucket it falls in (from 0 in the first); in the ``+Inf`` bucket, the
     highest finite bound. An estimate, never above ``quantile``'s bucket bound."""
-    delta = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
-    total = delta[-1][1] if delta else 0.0
-    lower, below = 0.0, 0.0
-    for le, count in delta:
-        if total and count >= q * total:
-            if math.isinf(le):
-                return lower
-            return lower + (le - lower) * (q * total - below) / (count - below)
-        lower, below = le, count
-    return float("nan")
+    bucket = _rank_bucket(before, after, q)
+    if bucket is None:
+        return float("nan")
+    lower, upper, into = bucket
+    return lower if math.isinf(upper) else lower + (upper - lower) * into
 
 
 def percentile(values: list[float], q: float) -> float:
