@@ -2,8 +2,8 @@
 
 Reads the settings, then runs the operator (``controller.app``) until SIGINT or
 SIGTERM (exit 0), or until the Lease is lost (exit 1: a restart makes it a
-standby). A bad setting or an unreachable API server or Valkey at start-up is
-one line on stderr and exit 2.
+standby). A bad setting or an unreachable API server at start-up is one line on
+stderr and exit 2; an unreachable Valkey is not (see ``app._greet``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from asyncio import sslproto
 from typing import Final
 
-from controller import app, kube, logs, mirror, settings
+from controller import app, kube, logs, settings
 
 # What asyncio reads off a TLS socket at a time. Its default, 256 KiB, is a buffer per
 # connection, zeroed when made, so all of it in memory: kopf's watches and up to
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         config = settings.load()
         logs.configure(config.log_format)
         return asyncio.run(app.run(config))
-    except (settings.SettingsError, kube.KubernetesUnavailable, mirror.ValkeyUnavailable) as exc:
+    except (settings.SettingsError, kube.KubernetesUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

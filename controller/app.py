@@ -236,18 +236,32 @@ async def run(config: settings.Settings) -> int:
     try:
         server = await api.server_info()
         log.info("connected to Kubernetes %s at %s", server.version, server.host)
-        valkey = await mirror.server_info(conn, config.valkey_url)
-        where = valkey.address
-        if config.valkey_sentinels:
-            named = ",".join(f"{s.host}:{s.port}" for s in config.valkey_sentinels)
-            where = f"the primary of {config.valkey_sentinel_master} (sentinels {named})"
-        elif config.valkey_cluster:
-            where = f"a cluster (seed {valkey.address})"
-        log.info("connected to %s %s at %s", valkey.server, valkey.version, where)
+        await _greet(conn, config)
         return await _serve(config, kube_config, api, conn)
     finally:
         await api.close()
         await mirror.close(conn)
+
+
+async def _greet(conn: mirror.Connection, config: settings.Settings) -> None:
+    """Name the Valkey the mirror writes to. One that does not answer, or refuses, does not
+    stop start-up: Kubernetes work never waits on Valkey, so an operator restarted during an
+    outage must still kill. It gets one warning line, /readyz says so, and the mirror tries
+    again with backoff."""
+    try:
+        valkey = await mirror.server_info(
+            conn, config.valkey_url, timeout=config.valkey_timeout_seconds
+        )
+    except mirror.ValkeyUnavailable as exc:
+        log.warning("%s; starting without it: /readyz says so, and the mirror tries again", exc)
+        return
+    where = valkey.address
+    if config.valkey_sentinels:
+        named = ",".join(f"{s.host}:{s.port}" for s in config.valkey_sentinels)
+        where = f"the primary of {config.valkey_sentinel_master} (sentinels {named})"
+    elif config.valkey_cluster:
+        where = f"a cluster (seed {valkey.address})"
+    log.info("connected to %s %s at %s", valkey.server, valkey.version, where)
 
 
 async def _serve(

@@ -180,31 +180,54 @@ def connect(config: settings.Settings, attempts: int = CONNECT_ATTEMPTS) -> Conn
     )
 
 
+def _sentinels(conn: Connection) -> Any:
+    """Behind Sentinel, the sentinels (redis-py's manager); else None."""
+    return getattr(getattr(conn, "connection_pool", None), "sentinel_manager", None)
+
+
+async def _ask_sentinels(conn: Connection) -> None:
+    """Behind Sentinel, ask the sentinels for the primary, once: a name they do not know, or
+    sentinels that do not answer, is its own error at once, not a command retried until its
+    time runs out."""
+    if (manager := _sentinels(conn)) is not None:
+        await manager.discover_master(conn.connection_pool.service_name)  # type: ignore[union-attr]
+
+
 async def close(conn: Connection) -> None:
     """Close the connection, and with Sentinel the connections to the sentinels too."""
     await conn.aclose()
-    manager = getattr(getattr(conn, "connection_pool", None), "sentinel_manager", None)
-    for sentinel in getattr(manager, "sentinels", ()):
+    for sentinel in getattr(_sentinels(conn), "sentinels", ()):
         await sentinel.aclose()
 
 
-async def server_info(conn: Connection, url: str) -> ServerInfo:
-    """HELLO the server: proves the address, TLS and credentials work.
+async def server_info(conn: Connection, url: str, timeout: float | None = None) -> ServerInfo:
+    """HELLO the server: proves the address, TLS and credentials work; within ``timeout``
+    seconds, retries included, when given (a hung server answers nothing, ever).
 
     HELLO rather than INFO: every user may run it, so the operator's ACL needs
     nothing from ``@dangerous`` (where INFO is).
     """
     try:
-        hello = await conn.execute_command("HELLO")
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-        why = str(exc)
-        if "Cluster mode is not enabled" in why:
-            why = "VALKEY_CLUSTER=true, but this server is not in cluster mode"
+        async with asyncio.timeout(timeout):
+            await _ask_sentinels(conn)
+            hello = await conn.execute_command("HELLO")
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
         raise ValkeyUnavailable(f"cannot reach Valkey at {redact(url)}: {why}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise ValkeyUnavailable(f"cannot reach Valkey at {redact(url)}: {_why(exc)}") from None
     # RESP3 answers a map; RESP2 a flat list of names and values.
     fields = hello if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2], strict=True))
     info = {_text(k): _text(v) for k, v in fields.items() if isinstance(v, bytes | str)}
     return ServerInfo(address=redact(url), server=info["server"], version=info["version"])
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, in the settings' words where the client's would mislead."""
+    why = str(exc)
+    if "Cluster mode is not enabled" in why:
+        return "VALKEY_CLUSTER=true, but this server is not in cluster mode"
+    return why
 
 
 # --- the scripts ---
@@ -540,7 +563,7 @@ class Mirror:
             redis.exceptions.RedisClusterException,
             OSError,
         ) as exc:
-            raise ValkeyUnavailable(f"Valkey is unreachable: {exc}") from None
+            raise ValkeyUnavailable(f"Valkey is unreachable: {_why(exc)}") from None
 
     def agent_key(self, namespace: str, name: str) -> str:
         return f"{self.prefix}agent:{namespace}/{name}"
@@ -583,6 +606,7 @@ class Mirror:
 
     async def ping(self) -> None:
         async with self._bounded():
+            await _ask_sentinels(self.conn)
             await self.conn.ping()
 
     async def record(self, agent: AgentRef, step: Step) -> Result:

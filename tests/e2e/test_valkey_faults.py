@@ -23,7 +23,7 @@ from tests.conftest import Cluster, Operators, RestartableValkey
 from tests.e2e import views
 from tests.e2e.test_killswitch import agents_yaml, phases, switch_yaml
 from tests.e2e.test_operator import SIM, apply, manifest
-from tests.helpers import wait_for
+from tests.helpers import get, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -124,6 +124,55 @@ def test_a_killswitch_stops_40_agents_while_valkey_hangs(
         )
     finally:
         feed.close()
+
+
+def test_an_operator_started_while_valkey_hangs_runs_agents_and_kills_them(
+    cluster: Cluster,
+    namespace: str,
+    operators: Operators,
+    hang: RestartableValkey,
+    switch_name: str,
+) -> None:
+    """A restart during an outage: start-up names the hung Valkey in one warning line and
+    goes on, not ready; Pods start and a killswitch kills; the mirror catches up after."""
+    url = hang.url
+    freeze(hang)
+    operator = operators.start(url, namespace, VALKEY_TIMEOUT_SECONDS="2")
+    warnings = [line for line in operator.log().splitlines() if "cannot reach Valkey" in line]
+    assert len(warnings) == 1, operator.log()
+    expected = f"cannot reach Valkey at {url}: no answer within 2 s; starting without it"
+    assert expected in warnings[0]
+    status, body = get(f"http://127.0.0.1:{operator.port()}/readyz")
+    assert (status, "Valkey is unreachable" in body) == (503, True), body
+
+    labels = {"fleet": switch_name}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=agents_yaml(5, "restarted", labels))
+    wait_for(
+        lambda: list(phases(cluster, namespace).values()).count("Running") == 5 or None,
+        60,
+        "5 running agents while Valkey hangs",
+    )
+    cluster.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, True, labels))
+    wait_for(
+        lambda: (
+            set(phases(cluster, namespace).values()) == {"Killed"} and not pods(cluster, namespace)
+        ),
+        30,
+        "every agent Killed and every Pod gone while Valkey hangs",
+    )
+
+    thaw(hang)
+    for i in range(5):
+        wait_for(
+            lambda i=i: caught_up(cluster, url, namespace, f"restarted-{i}"),  # type: ignore[misc]
+            60,
+            f"restarted-{i}'s record and stream to catch up",
+        )
+    wait_for(
+        lambda: get(f"http://127.0.0.1:{operator.port()}/readyz") == (200, "ready\n"),
+        30,
+        "readyz to recover",
+    )
 
 
 def seconds_between(later: str, earlier: datetime.datetime) -> float:
