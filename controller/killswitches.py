@@ -50,7 +50,8 @@ class Killswitches:
     async def _reconcile(self, name: str) -> workqueue.Result:
         body = self.store.switch(name)
         if body is None:
-            return workqueue.Result()  # deleted: nothing to kill or count
+            self.mirror_switch(name)  # deleted: nothing to kill or count; its record goes
+            return workqueue.Result()
         switch = killswitch.Switch.of(body)
         before = models.KillswitchStatus.model_validate(body.get("status") or {})
         now = self.clock()

@@ -335,6 +335,20 @@ end
 return 0
 """
 
+FORGET_SWITCH_LUA: Final = """#!lua
+local before = redis.call('HGET', KEYS[1], 'engaged')
+if not before then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if before == '1' then
+  redis.call('PUBLISH', ARGV[1], ARGV[3])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[3])
+  return 1
+end
+return 0
+"""
+
 
 # --- values ---
 
@@ -540,6 +554,7 @@ class Mirror:
         self._transition = conn.register_script(TRANSITION_LUA)
         self._delete = conn.register_script(DELETE_LUA)
         self._killswitch = conn.register_script(KILLSWITCH_LUA)
+        self._forget_switch = conn.register_script(FORGET_SWITCH_LUA)
         # On a Cluster, one operation at a time: every key of the prefix lives on one node
         # anyway, and redis-py's async cluster client breaks connections it is still
         # opening when many commands start on it at once.
@@ -695,6 +710,30 @@ class Mirror:
         async with self._bounded():
             raw = await self._killswitch(keys=[self.killswitch_key(name), self.stream], args=args)
         return bool(int(raw))
+
+    async def forget_killswitch(self, name: str, at: datetime.datetime) -> bool:
+        """The switch is deleted: its hash goes, and an engaged one is announced
+        ``killswitch.disengaged`` (it kills no more). True when announced; once gone, a
+        second call finds nothing to do."""
+        key = self.killswitch_key(name)
+        async with self._bounded():
+            raw = await self.conn.hgetall(key)
+            if not raw:
+                return False
+            record = {_text(k): _text(v) for k, v in raw.items()}
+            event = killswitch_event(
+                name,
+                models.KillswitchSpec(engaged=False, reason=record.get("reason", "")),
+                models.KillswitchStatus(
+                    matched=int(record.get("matched") or 0), killed=int(record.get("killed") or 0)
+                ),
+                at,
+                engaged_by=record.get("engagedBy", ""),
+                disengaged_by="",
+            )
+            args: list[str | int] = [self.channel, self.stream_maxlen, event.to_json()]
+            announced = await self._forget_switch(keys=[key, self.stream], args=args)
+        return bool(int(announced))
 
     async def get_killswitch(self, name: str) -> dict[str, str] | None:
         async with self._bounded():

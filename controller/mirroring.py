@@ -206,6 +206,9 @@ class Mirroring:
     async def _mirror_switch(self, name: str) -> None:
         body = self.store.switch(name)
         if body is None:
+            # Deleted: no record may say it still kills.
+            if await self.valkey.forget_killswitch(name, self.clock()):
+                log.info("killswitch %s deleted while engaged: announced disengaged", name)
             return
         switch = killswitch.Switch.of(body)
         state = models.KillswitchStatus.model_validate(body.get("status") or {})

@@ -136,6 +136,40 @@ def test_a_switch_stops_exactly_the_150_agents_it_matches(
     assert (record["engaged"], record["matched"]) == ("1", "150")
 
 
+def test_a_deleted_switch_kills_no_more_and_valkey_says_so(
+    crds: Cluster, namespace: str, valkey_url: str, operators: Operators, switch_name: str
+) -> None:
+    operators.start(valkey_url, namespace)
+    labels = {"fleet": switch_name}
+    key = f"orchestrator:killswitch:{switch_name}"
+
+    def record() -> dict[bytes, bytes]:
+        with redis.Redis.from_url(valkey_url) as client:
+            found: dict[bytes, bytes] = client.hgetall(key)
+        return found
+
+    def announced() -> list[str]:
+        with redis.Redis.from_url(valkey_url) as client:
+            entries: Any = client.xrange("orchestrator:events:stream")
+        events = [json.loads(f[b"event"]) for _, f in entries]
+        return [e["type"] for e in events if e["data"].get("name") == switch_name]
+
+    crds.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, True, labels))
+    wait_for(lambda: record().get(b"engaged") == b"1", 30, "the engaged switch in Valkey")
+    crds.kubectl("delete", "killswitch", switch_name)
+    wait_for(lambda: not record(), 30, "the deleted switch's record to go")
+    assert wait_for(lambda: announced() if len(announced()) == 2 else None, 15, "2 events") == [
+        "killswitch.engaged",
+        "killswitch.disengaged",
+    ]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=agents_yaml(1, "after", labels))
+    wait_for(
+        lambda: phases(crds, namespace).get("after-0") == "Running" or None,
+        30,
+        "an agent it matched to run once it is deleted",
+    )
+
+
 def test_an_agent_made_while_engaged_never_runs_and_disengaging_revives_nothing(
     crds: Cluster, namespace: str, valkey_url: str, operators: Operators, switch_name: str
 ) -> None:

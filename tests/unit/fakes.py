@@ -237,6 +237,7 @@ class FakeMirror:
         self.refuse_delete = False
         self.switches: list[tuple[str, bool]] = []
         self.switch_by: dict[str, tuple[str, str]] = {}  # name: (engaged by, disengaged by)
+        self.forgotten: list[str] = []  # switches whose record was removed
 
     def _guard(self) -> None:
         if self.fail is not None:
@@ -296,6 +297,14 @@ class FakeMirror:
         self.switches.append((name, spec.engaged))
         self.switch_by[name] = (engaged_by, disengaged_by)
         return announce
+
+    async def forget_killswitch(self, name: str, at: datetime.datetime) -> bool:
+        self._guard()
+        last = next((engaged for n, engaged in reversed(self.switches) if n == name), False)
+        self.switches = [s for s in self.switches if s[0] != name]
+        self.switch_by.pop(name, None)
+        self.forgotten.append(name)
+        return last
 
     async def ping(self) -> None:
         self._guard()

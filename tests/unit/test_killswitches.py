@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from controller import app, models
-from tests.unit.fakes import FakeKube, agent_body, operator, recorded
+from tests.unit.fakes import FakeKube, FakeMirror, agent_body, operator, recorded
 
 
 def agent(name: str, phase: str | None, **labels: str) -> dict[str, Any]:
@@ -106,11 +106,37 @@ def test_a_stale_switch_is_read_afresh_and_counted_again() -> None:
     assert api.switch_status["all-stop"]["matched"] == 2
 
 
-def test_a_deleted_switch_is_nothing_to_do() -> None:
+def test_a_deleted_switch_kills_nothing_and_its_record_goes() -> None:
     api = FakeKube(None)
     op = fleet(api)
+    valkey = op.mirroring.valkey
+    assert isinstance(valkey, FakeMirror)
     switch_pass(op)
     assert api.switch_status == {}
+    api.switches = [switch(True, fleet="x")]
+    op.switch_event(copy.deepcopy(api.switches[0]), gone=False)
+    switch_pass(op)
+    mirror_all(op)
+    assert valkey.switches == [("all-stop", True)]
+
+    op.switch_event(api.switches.pop(), gone=True)
+    empty(op)
+    switch_pass(op)
+    assert len(op.agents_queue) == 0, "nothing more to kill"
+    mirror_all(op)
+    assert valkey.switches == []
+
+
+def mirror_all(op: app.Operator) -> None:
+    """Every key on the mirror's queue through the mirror controller."""
+
+    async def take_all() -> None:
+        while len(op.mirror_queue):
+            key = await op.mirror_queue.get()
+            await op.mirroring.reconcile(key)
+            op.mirror_queue.done(key)
+
+    asyncio.run(take_all())
 
 
 def test_the_mirror_records_the_switch_from_its_status() -> None:

@@ -100,6 +100,23 @@ def test_a_switch_is_announced_once_per_change(caplog: pytest.LogCaptureFixture)
     assert [r.getMessage() for r in caplog.records] == ["killswitch all-stop engaged"]
 
 
+def test_a_deleted_switch_leaves_no_record_that_says_it_kills(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    op, valkey = operator(FakeKube(None))
+    body = {"metadata": {"name": "all-stop"}, "spec": {"engaged": True}}
+    op.switch_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    op.switch_event(body, gone=True)
+    with caplog.at_level("INFO", logger="controller.mirroring"):
+        asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+        asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))  # nothing left: no news
+    assert (valkey.switches, valkey.forgotten) == ([], ["all-stop"] * 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "killswitch all-stop deleted while engaged: announced disengaged"
+    ]
+
+
 def test_the_record_is_read_before_it_is_closed_so_a_lost_ending_comes_first() -> None:
     body = agent_body()
     body["status"] = recorded("Spawning", "Running", "Killed")

@@ -527,6 +527,48 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
     assert (decoded[1]["data"]["engagedBy"], decoded[1]["data"]["disengagedBy"]) == ("bob", "carol")
 
 
+def test_a_deleted_switch_loses_its_record_and_an_engaged_one_is_announced_disengaged(
+    target: Target,
+) -> None:
+    engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
+    idle = models.KillswitchSpec(engaged=False, reason="tested")
+    counted = models.KillswitchStatus(engaged_at=at(0), matched=150, killed=150)
+
+    async def scenario(m: mirror.Mirror) -> tuple[list[bool], list[Any], list[str]]:
+        await m.record_killswitch(
+            "all-stop", engaged, counted, at(0), engaged_by="bob", disengaged_by=""
+        )
+        await m.record_killswitch(
+            "drill", idle, models.KillswitchStatus(), at(0), engaged_by="", disengaged_by=""
+        )
+        forgotten = [
+            await m.forget_killswitch("all-stop", at(30)),
+            await m.forget_killswitch("all-stop", at(31)),  # gone already: nothing
+            await m.forget_killswitch("drill", at(32)),  # it killed nothing: no news
+            await m.forget_killswitch("never-seen", at(33)),
+        ]
+        records = [await m.get_killswitch(n) for n in ("all-stop", "drill")]
+        return forgotten, records, await stream_events(m)
+
+    forgotten, records, events = run(scenario, target)
+    assert forgotten == [True, False, False, False]
+    assert records == [None, None]
+    decoded = [json.loads(e) for e in events]
+    assert [e["type"] for e in decoded] == ["killswitch.engaged", "killswitch.disengaged"]
+    assert decoded[1]["time"] == "2026-01-01T10:00:30.123Z"
+    assert decoded[1]["data"] == {
+        "name": "all-stop",
+        "engaged": False,
+        "reason": "runaway spend",
+        "engagedAt": None,
+        "matched": 150,
+        "killed": 150,
+        "completedAt": None,
+        "engagedBy": "bob",
+        "disengagedBy": "",
+    }
+
+
 # --- every operation is bounded, and fails only with the mirror's own errors ---
 
 
