@@ -103,7 +103,7 @@ class Operator:
             metrics_=self.metrics,
         )
         self.mirroring = mirroring.Mirroring(
-            api, self.store, valkey, self.mirror_queue, warnings, clock, self.metrics
+            api, self.store, valkey, self.mirror_queue, warnings, clock, self.metrics, namespaces
         )
         self.killswitches = killswitches.Killswitches(
             api, self.store, self.agents_queue, self.mirroring.switch_changed, clock

@@ -408,6 +408,10 @@ def _time(moment: datetime.datetime | None) -> str:
     return models.format_time(moment) if moment is not None else ""
 
 
+def _parsed(text: str) -> datetime.datetime | None:
+    return models.parse_time(text) if text else None
+
+
 def event(agent: AgentRef, step: Step) -> models.CloudEvent:
     """The CloudEvent of one transition."""
     return models.CloudEvent(
@@ -668,6 +672,30 @@ class Mirror:
         ]
         async with self._bounded():
             return _result(await self._delete(keys=self._keys(agent), args=args))
+
+    async def release(self, namespace: str, name: str, at: datetime.datetime) -> Result | None:
+        """Close the record of an agent gone without its finalizer's last step (released by
+        hand, or deleted while a restored Valkey still held it): as ``record_deleted``, with
+        who it was and its last transition read from the record itself. None when there is
+        no open record."""
+        record = await self.get(namespace, name)
+        if record is None or record.get("deleted") == "1":
+            return None
+        ref = AgentRef(
+            namespace, name, record["uid"], record.get("taskId", ""), record.get("agentType", "")
+        )
+        last = Step(
+            seq=int(record["seq"]),
+            from_=None,
+            to=lifecycle.Phase(record["phase"]),
+            at=at,
+            reason=record.get("reason", ""),
+            message=record.get("message", ""),
+            error=record.get("error", ""),
+            started_at=_parsed(record.get("startedAt", "")),
+            completed_at=_parsed(record.get("completedAt", "")),
+        )
+        return await self.record_deleted(ref, last, at)
 
     def killswitch_key(self, name: str) -> str:
         return f"{self.prefix}killswitch:{name}"

@@ -64,8 +64,10 @@ class Mirroring:
         warnings: kube.Recorder,
         clock: Callable[[], datetime.datetime],
         metrics_: metrics.Metrics | None = None,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
         self.kube = api
+        self.namespaces = frozenset(namespaces)  # whose records are ours; empty: every one
         self.store = cache
         self.valkey = valkey
         self.queue = queue
@@ -91,9 +93,26 @@ class Mirroring:
         for name in self.store.switch_names():
             self.queue.add(SWITCH_PREFIX + name)
 
+    async def sweep(self) -> None:
+        """Put on the queue every agent the phase index holds and the store does not: gone
+        without its record closed (released by hand while no operator ran, or brought back
+        by a restored Valkey). Its pass closes the record (``_release``)."""
+        try:
+            indexed = set().union(*[await self.valkey.agents_in(p) for p in mirror.PHASES])
+        except mirror.MirrorError as exc:
+            log.warning("anti-entropy could not read the phase index: %s", exc)
+            return
+        for key in indexed:
+            namespace = key.partition("/")[0]
+            ours = not self.namespaces or namespace in self.namespaces
+            if ours and self.store.agent(key) is None:
+                self.queue.add(key)
+
     async def resync_every(self, interval: float) -> None:
-        """``resync_all`` every ``interval`` seconds, until cancelled."""
+        """Sweep the index for agents gone unrecorded, then ``resync_all`` every
+        ``interval`` seconds, until cancelled."""
         while True:
+            await self.sweep()
             await asyncio.sleep(interval)
             self.resync_all()
 
@@ -121,6 +140,7 @@ class Mirroring:
         if body is None:
             self._mirrored.pop(key, None)
             self._forced.discard(key)
+            await self._release(key)
             return workqueue.Result()
         try:
             agent = models.Agent.model_validate(body)
@@ -186,6 +206,14 @@ class Mirroring:
             self.metrics.mirror_lag.observe(max(0.0, self.store.monotonic() - written))
         if forced:
             self.metrics.mirror_replays.inc(applied)
+
+    async def _release(self, key: str) -> None:
+        """The agent is gone: a record still open (its deletion was not ours to finish) is
+        closed as a deletion is, ``agent.deleted`` included."""
+        namespace, _, name = key.partition("/")
+        result = await self.valkey.release(namespace, name, self.clock())
+        if result is not None and result.outcome is mirror.Outcome.APPLIED:
+            log.info("%s: gone without its record closed; closed it", key)
 
     async def _finish_deletion(self, agent: models.Agent, body: dict[str, Any]) -> None:
         """The final event, then let the Agent go."""

@@ -321,6 +321,46 @@ def test_a_template_the_api_server_refuses_fails_with_its_sentence(
     assert "pods" not in crds.kubectl("get", "pods", "-n", namespace, "-o", "name")
 
 
+def test_an_agent_released_by_hand_while_no_operator_ran_leaves_no_live_record(
+    crds: Cluster, namespace: str, valkey_url: str, feed: Feed, operators: Operators
+) -> None:
+    """README "An Agent whose operator is gone": the record is closed by the next operator."""
+    first = operators.start(valkey_url, namespace)
+    apply(crds, namespace, manifest("abandoned"))
+    running = agree(crds, valkey_url, feed, namespace, "abandoned", "Running")
+    uid = running["metadata"]["uid"]
+    assert first.stop() == 0
+    crds.kubectl("delete", "agent", "abandoned", "-n", namespace, "--wait=false")
+    crds.kubectl(
+        "patch",
+        "agent",
+        "abandoned",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
+    wait_for(
+        lambda: crds.kubectl("get", "agents", "-n", namespace, "-o", "name").strip() == "",
+        30,
+        "the released Agent to go",
+    )
+    assert views.phase_sets(valkey_url, f"{namespace}/abandoned") == ["Running"]
+
+    operators.start(valkey_url, namespace)
+    wait_for(
+        lambda: views.phase_sets(valkey_url, f"{namespace}/abandoned") == [],
+        30,
+        "the next operator to take the gone agent out of the phase index",
+    )
+    record = views.record(valkey_url, namespace, "abandoned")
+    assert (record["deleted"], record["phase"]) == ("1", "Running")
+    events = [json.loads(e) for e in views.stream(valkey_url, uid)]
+    assert [e["type"] for e in events] == ["agent.spawning", "agent.running", "agent.deleted"]
+    assert events[-1]["data"]["from"] == "Running"
+
+
 def test_a_restart_after_valkey_was_wiped_rebuilds_the_mirror(
     crds: Cluster, namespace: str, valkey_url: str, feed: Feed, operators: Operators
 ) -> None:

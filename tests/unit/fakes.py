@@ -238,6 +238,7 @@ class FakeMirror:
         self.switches: list[tuple[str, bool]] = []
         self.switch_by: dict[str, tuple[str, str]] = {}  # name: (engaged by, disengaged by)
         self.forgotten: list[str] = []  # switches whose record was removed
+        self.index: dict[str, lifecycle.Phase] = {}  # ref -> its entry in the phase index
 
     def _guard(self) -> None:
         if self.fail is not None:
@@ -267,6 +268,7 @@ class FakeMirror:
                 continue
             seq = step.seq
             self.steps.append(step)
+            self.index[agent.ref] = step.to
             results.append(mirror.Result(mirror.Outcome.APPLIED, step.to, step.seq))
         self.records[agent.ref] = (uid, seq)
         return results
@@ -280,7 +282,22 @@ class FakeMirror:
         if agent.ref in self.deleted:
             return mirror.Result(mirror.Outcome.DUPLICATE, last.to, last.seq)
         self.deleted.append(agent.ref)
+        self.index.pop(agent.ref, None)
         return mirror.Result(mirror.Outcome.APPLIED, last.to, last.seq)
+
+    async def release(
+        self, namespace: str, name: str, at: datetime.datetime
+    ) -> mirror.Result | None:
+        self._guard()
+        ref = f"{namespace}/{name}"
+        if ref not in self.index:
+            return None  # no record, or closed already
+        self.deleted.append(ref)
+        return mirror.Result(mirror.Outcome.APPLIED, self.index.pop(ref), self.records[ref][1])
+
+    async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
+        self._guard()
+        return {ref for ref, indexed in self.index.items() if indexed is phase}
 
     async def record_killswitch(
         self,

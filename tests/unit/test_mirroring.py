@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from controller import kube, mirror, models
-from tests.unit.fakes import KEY, FakeKube, agent_body, deleted_killed_body, operator, recorded
+from controller.lifecycle import Phase
+from tests.unit.fakes import (
+    KEY,
+    FakeKube,
+    FakeMirror,
+    agent_body,
+    deleted_killed_body,
+    operator,
+    recorded,
+)
 
 
 def test_a_record_refused_even_after_reading_it_is_reported_and_retried() -> None:
@@ -114,6 +123,64 @@ def test_a_deleted_switch_leaves_no_record_that_says_it_kills(
     assert (valkey.switches, valkey.forgotten) == ([], ["all-stop"] * 2)
     assert [r.getMessage() for r in caplog.records] == [
         "killswitch all-stop deleted while engaged: announced disengaged"
+    ]
+
+
+def test_an_agent_gone_without_its_deletion_finished_has_its_record_closed() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    op, valkey = operator(FakeKube(body))
+    op.agent_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert valkey.index == {KEY: Phase.RUNNING}
+    op.agent_event(body, gone=True)  # its finalizer removed by hand
+    asyncio.run(op.mirroring.reconcile(KEY))
+    asyncio.run(op.mirroring.reconcile(KEY))  # closed already: once is all
+    assert (valkey.index, valkey.deleted) == ({}, [KEY])
+
+
+def indexed(valkey: FakeMirror, ref: str, phase: Phase) -> None:
+    """A record this process never wrote: left by an earlier operator, or restored."""
+    valkey.records[ref] = ("uid-old", 2)
+    valkey.index[ref] = phase
+
+
+def test_anti_entropy_closes_the_records_of_its_agents_that_are_gone() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    api = FakeKube(body)
+    op, valkey = operator(api, namespaces=("team-a",))
+    op.agent_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    indexed(valkey, "team-a/released", Phase.RUNNING)
+    indexed(valkey, "team-a/finished", Phase.COMPLETED)
+    indexed(valkey, "team-b/not-ours", Phase.RUNNING)
+
+    async def sweep_and_mirror() -> None:
+        while len(op.mirror_queue):
+            op.mirror_queue.done(await op.mirror_queue.get())
+        await op.mirroring.sweep()
+        while len(op.mirror_queue):
+            key = await op.mirror_queue.get()
+            await op.mirroring.reconcile(key)
+            op.mirror_queue.done(key)
+
+    asyncio.run(sweep_and_mirror())
+    assert sorted(valkey.deleted) == ["team-a/finished", "team-a/released"]
+    assert valkey.index == {KEY: Phase.RUNNING, "team-b/not-ours": Phase.RUNNING}
+
+
+def test_an_unreachable_index_is_a_warning_and_the_sweep_waits_for_the_next_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    op, valkey = operator(FakeKube(None))
+    indexed(valkey, "team-a/released", Phase.RUNNING)
+    valkey.fail = mirror.ValkeyUnavailable("Valkey is unreachable: no answer within 5 s")
+    with caplog.at_level("WARNING", logger="controller.mirroring"):
+        asyncio.run(op.mirroring.sweep())
+    assert len(op.mirror_queue) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "anti-entropy could not read the phase index: Valkey is unreachable: no answer within 5 s"
     ]
 
 

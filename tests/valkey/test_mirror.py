@@ -358,6 +358,38 @@ def test_a_recreated_agent_starts_a_new_life(target: Target) -> None:
     assert phases == [{"team-a/fix-login-bug"}, set(), set(), set(), set()]
 
 
+def test_a_record_left_open_is_closed_from_itself_as_the_operator_would_close_it(
+    target: Target,
+) -> None:
+    async def scenario(
+        m: mirror.Mirror,
+    ) -> tuple[list[mirror.Result | None], dict[str, str] | None, int, list[str], set[str]]:
+        m.deleted_ttl_seconds = 60
+        await m.record_many([(AGENT, s) for s in LIFE])
+        released = [
+            await m.release("team-a", "fix-login-bug", at(9)),
+            await m.release("team-a", "fix-login-bug", at(10)),  # closed already
+            await m.release("team-a", "never-recorded", at(11)),
+        ]
+        return (
+            released,
+            await m.get("team-a", "fix-login-bug"),
+            await m.conn.ttl(m.agent_key("team-a", "fix-login-bug")),
+            await stream_events(m),
+            await m.agents_in(Phase.COMPLETED),
+        )
+
+    released, record, ttl, events, completed = run(scenario, target)
+    assert released == [mirror.Result(mirror.Outcome.APPLIED, Phase.COMPLETED, 3), None, None]
+    assert record is not None
+    assert (record["deleted"], record["updatedAt"]) == ("1", "2026-01-01T10:00:09.123Z")
+    assert 0 < ttl <= 60
+    assert completed == set()
+    # The very event the operator sends when it finishes a deletion itself.
+    assert events[-1] == mirror.deletion_event(AGENT, LIFE[-1], at(9)).to_json()
+    assert len(events) == len(LIFE) + 1
+
+
 def test_deletion_marks_the_record_sends_a_final_event_and_expires(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,

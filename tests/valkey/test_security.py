@@ -122,6 +122,19 @@ async def operate(url: str, prefix: str = mirror.DEFAULT_PREFIX) -> list[mirror.
         await m.record_killswitch(  # its script
             "all-stop", SWITCH, engaged, at(10), engaged_by="", disengaged_by=""
         )
+        # Anti-entropy's sweep of the phase index (SMEMBERS), and what it finds of a gone
+        # agent (HGETALL); a deleted switch (HGETALL, its script), one that announces nothing.
+        await m.agents_in(Phase.SPAWNING)
+        await m.release("team-a", "gone-unrecorded", at(11))
+        await m.record_killswitch(
+            "drill",
+            SWITCH.model_copy(update={"engaged": False}),
+            models.KillswitchStatus(),
+            at(12),
+            engaged_by="",
+            disengaged_by="",
+        )
+        await m.forget_killswitch("drill", at(13))
         return results
     finally:
         await conn.aclose()
