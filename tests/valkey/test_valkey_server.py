@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
 import redis
 
-from controller import mirror
+from controller import mirror, settings
 from localcluster import procs
 from localcluster import valkey as localvalkey
 from tests.conftest import RestartableValkey
 from tests.helpers import valkey_refusal
+from tests.valkey.test_mirror import AGENT, LIFE
 
 
 def test_the_server_is_real_valkey(valkey_url: str) -> None:
@@ -33,6 +35,34 @@ def test_the_operator_identifies_valkey_by_its_info(valkey_url: str) -> None:
     found = asyncio.run(probe())
     assert found.server == "valkey"
     assert found.address == valkey_url
+
+
+def test_the_mirror_works_over_a_unix_socket(tmp_path: Path) -> None:
+    """VALKEY_URL=unix://...: the settings accept it, and the operator's client uses it."""
+    # A socket's path has at most 107 bytes; pytest's tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="vk-") as short:
+        socket = Path(short) / "valkey.sock"
+        proc, _ = localvalkey.start(tmp_path, unix_socket=socket)
+        try:
+            url = f"unix://{socket}?db=0"
+            config = settings.load({"VALKEY_URL": url})
+
+            async def scenario() -> tuple[mirror.ServerInfo, dict[str, str] | None]:
+                conn = mirror.connect(config)
+                try:
+                    found = await mirror.server_info(conn, url, timeout=5)
+                    m = mirror.Mirror(conn)
+                    await m.record(AGENT, LIFE[0])
+                    return found, await m.get(AGENT.namespace, AGENT.name)
+                finally:
+                    await mirror.close(conn)
+
+            found, record = asyncio.run(scenario())
+        finally:
+            procs.stop(proc)
+    assert found.server == "valkey"
+    assert record is not None
+    assert (record["uid"], record["phase"]) == (AGENT.uid, "Spawning")
 
 
 def test_each_test_starts_with_an_empty_database(valkey_url: str) -> None:
