@@ -116,6 +116,8 @@ class Operator:
         self.metrics.watch_events.labels("agent", _type(gone)).inc()
         if self.store.observe_agent(body, gone):
             key = store.key_of(body)
+            if gone:
+                self.mirroring.agent_gone(body)
             # A change to an agent under way (a kill, a deletion) goes before new agents
             # waiting to be spawned: a burst of creations never delays what is observed. A
             # listing (at start-up, a relist) is no such change: it goes behind them.

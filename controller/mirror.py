@@ -29,7 +29,7 @@ import dataclasses
 import datetime
 import enum
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import redis.asyncio
@@ -187,8 +187,10 @@ def _sentinels(conn: Connection) -> Any:
 
 async def _ask_sentinels(conn: Connection) -> None:
     """Behind Sentinel, ask the sentinels for the primary, once: a name they do not know, or
-    sentinels that do not answer, is its own error at once, not a command retried until its
-    time runs out."""
+    sentinels that refuse connections, is its own error, not a command retried until its
+    time runs out. (Start-up only: each readiness probe doing it would wait on a hung first
+    sentinel every time, where redis-py's own discovery moves a sentinel that answers to the
+    front.)"""
     if (manager := _sentinels(conn)) is not None:
         await manager.discover_master(conn.connection_pool.service_name)  # type: ignore[union-attr]
 
@@ -321,12 +323,15 @@ return {'applied', cur_phase, cur_seq, ''}
 
 
 # KEYS: 1 the switch's hash, 2 the stream. ARGV: engaged ('1'/'0'), channel, maxlen, event,
-# then field/value pairs. Announced when the engaged state changed (first sight: if engaged).
+# the switch's uid, then field/value pairs. Announced when the engaged state changed (first
+# sight: if engaged), and when a new switch of the same name (another uid) is engaged.
 KILLSWITCH_LUA: Final = """#!lua
-local before = redis.call('HGET', KEYS[1], 'engaged')
+local held = redis.call('HMGET', KEYS[1], 'engaged', 'uid')
+local before, owner = held[1], held[2]
 local engaged = ARGV[1]
-local announce = (before and before ~= engaged) or ((not before) and engaged == '1')
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local reborn = owner and ARGV[5] ~= '' and owner ~= ARGV[5] and engaged == '1'
+local announce = reborn or (before and before ~= engaged) or ((not before) and engaged == '1')
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if announce then
   redis.call('PUBLISH', ARGV[2], ARGV[4])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4])
@@ -432,6 +437,30 @@ def deletion_event(agent: AgentRef, last: Step, at: datetime.datetime) -> models
         time=at,
         data=_data(agent, last.to, "Deleted", last),
     )
+
+
+def from_record(record: Mapping[str, str], at: datetime.datetime) -> tuple[AgentRef, Step]:
+    """Who the agent was and its last transition, read from its record alone: what closing a
+    record takes when the agent's last status is not known."""
+    ref = AgentRef(
+        record["namespace"],
+        record["name"],
+        record["uid"],
+        record.get("taskId", ""),
+        record.get("agentType", ""),
+    )
+    last = Step(
+        seq=int(record["seq"]),
+        from_=None,
+        to=lifecycle.Phase(record["phase"]),
+        at=at,
+        reason=record.get("reason", ""),
+        message=record.get("message", ""),
+        error=record.get("error", ""),
+        started_at=_parsed(record.get("startedAt", "")),
+        completed_at=_parsed(record.get("completedAt", "")),
+    )
+    return ref, last
 
 
 def _data(
@@ -625,7 +654,6 @@ class Mirror:
 
     async def ping(self) -> None:
         async with self._bounded():
-            await _ask_sentinels(self.conn)
             await self.conn.ping()
 
     async def record(self, agent: AgentRef, step: Step) -> Result:
@@ -673,30 +701,6 @@ class Mirror:
         async with self._bounded():
             return _result(await self._delete(keys=self._keys(agent), args=args))
 
-    async def release(self, namespace: str, name: str, at: datetime.datetime) -> Result | None:
-        """Close the record of an agent gone without its finalizer's last step (released by
-        hand, or deleted while a restored Valkey still held it): as ``record_deleted``, with
-        who it was and its last transition read from the record itself. None when there is
-        no open record."""
-        record = await self.get(namespace, name)
-        if record is None or record.get("deleted") == "1":
-            return None
-        ref = AgentRef(
-            namespace, name, record["uid"], record.get("taskId", ""), record.get("agentType", "")
-        )
-        last = Step(
-            seq=int(record["seq"]),
-            from_=None,
-            to=lifecycle.Phase(record["phase"]),
-            at=at,
-            reason=record.get("reason", ""),
-            message=record.get("message", ""),
-            error=record.get("error", ""),
-            started_at=_parsed(record.get("startedAt", "")),
-            completed_at=_parsed(record.get("completedAt", "")),
-        )
-        return await self.record_deleted(ref, last, at)
-
     def killswitch_key(self, name: str) -> str:
         return f"{self.prefix}killswitch:{name}"
 
@@ -709,9 +713,11 @@ class Mirror:
         *,
         engaged_by: str,
         disengaged_by: str,
+        uid: str = "",
     ) -> bool:
         """Write the killswitch's hash, and announce it when its engaged state changed
-        since the record (first sight: only an engaged one). True when announced.
+        since the record (first sight: only an engaged one), or when it is engaged and the
+        record was another switch's of the same name (``uid``). True when announced.
 
         One script: the hash and the event land together or not at all, in every topology.
         """
@@ -725,6 +731,7 @@ class Mirror:
             "completedAt": _time(status.completed_at),
             "engagedBy": engaged_by,
             "disengagedBy": disengaged_by,
+            "uid": uid,
         }
         args: list[str | int] = [
             engaged,
@@ -733,6 +740,7 @@ class Mirror:
             killswitch_event(
                 name, spec, status, at, engaged_by=engaged_by, disengaged_by=disengaged_by
             ).to_json(),
+            uid,
             *(item for pair in fields.items() for item in pair),
         ]
         async with self._bounded():

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 SWITCH_PREFIX: Final = "killswitch:"
 VALKEY_UNREACHABLE: Final = "ValkeyUnreachable"
 MIRROR_REFUSED: Final = "MirrorRefused"
+# How soon to look again at an agent whose body a write proved stale (the agents' pass
+# reads it afresh at once).
+STALE_LOOK_AGAIN: Final = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,11 @@ class Mirroring:
         self.metrics = metrics_ or metrics.Metrics()
         self._mirrored: dict[str, Mirrored] = {}
         self._forced: set[str] = set()  # keys whose record must be read, not assumed
+        self._gone: dict[str, dict[str, Any]] = {}  # the last body of agents seen deleted
+
+    def agent_gone(self, body: dict[str, Any]) -> None:
+        """The watch saw the agent deleted: its last status may hold what its record lacks."""
+        self._gone[store.key_of(body)] = body
 
     def switch_changed(self, name: str) -> None:
         """The switch's status was written (or first seen): its record is to follow, before
@@ -102,10 +110,13 @@ class Mirroring:
         except mirror.MirrorError as exc:
             log.warning("anti-entropy could not read the phase index: %s", exc)
             return
+        except Exception:  # a bug here must not stop the operator: the next pass tries again
+            log.exception("anti-entropy could not read the phase index")
+            return
         for key in indexed:
             namespace = key.partition("/")[0]
             ours = not self.namespaces or namespace in self.namespaces
-            if ours and self.store.agent(key) is None:
+            if ours and not self.store.knows(key):
                 self.queue.add(key)
 
     async def resync_every(self, interval: float) -> None:
@@ -138,10 +149,15 @@ class Mirroring:
             return workqueue.Result()
         body = self.store.agent(key)
         if body is None:
+            if self.store.knows(key):
+                # Stale (a write conflicted): the agents' pass reads it afresh meanwhile.
+                return workqueue.Result(requeue_after=STALE_LOOK_AGAIN)
             self._mirrored.pop(key, None)
             self._forced.discard(key)
             await self._release(key)
+            self._gone.pop(key, None)
             return workqueue.Result()
+        self._gone.pop(key, None)  # alive (again): an earlier life's last body is no guide
         try:
             agent = models.Agent.model_validate(body)
         except pydantic.ValidationError:
@@ -209,10 +225,26 @@ class Mirroring:
 
     async def _release(self, key: str) -> None:
         """The agent is gone: a record still open (its deletion was not ours to finish) is
-        closed as a deletion is, ``agent.deleted`` included."""
+        closed as a deletion is, ``agent.deleted`` included. With the agent's last status
+        (from the watch's deletion event) the record first gets what it lacks; without it
+        (found by the sweep), the record says who the agent was, once the API server
+        confirms that agent is gone."""
         namespace, _, name = key.partition("/")
-        result = await self.valkey.release(namespace, name, self.clock())
-        if result is not None and result.outcome is mirror.Outcome.APPLIED:
+        record = await self.valkey.get(namespace, name)
+        if record is None or record.get("deleted") == "1":
+            return  # nothing open: the usual end of a deletion the operator finished
+        now = self.clock()
+        last = _valid(self._gone.get(key))
+        if last is not None and last.metadata.uid == record["uid"] and last.status.history:
+            await self._follow(last, read=True)
+            ref, step = mirror.AgentRef.of(last), mirror.steps(last.status)[-1]
+        else:
+            live = await self.kube.get_agent(namespace, name)
+            if live is not None and live["metadata"].get("uid") == record["uid"]:
+                return  # not gone: this process has not seen it yet, and will
+            ref, step = mirror.from_record(record, now)
+        result = await self.valkey.record_deleted(ref, step, now)
+        if result.outcome is mirror.Outcome.APPLIED:
             log.info("%s: gone without its record closed; closed it", key)
 
     async def _finish_deletion(self, agent: models.Agent, body: dict[str, Any]) -> None:
@@ -247,11 +279,21 @@ class Mirroring:
             self.clock(),
             engaged_by=switch.engaged_by,
             disengaged_by=switch.disengaged_by,
+            uid=str(body["metadata"].get("uid", "")),
         )
         if recorded:
             state_now = "engaged" if switch.spec.engaged else "disengaged"
             by = f" by {switch.by}" if switch.by else ""
             log.info("killswitch %s %s%s", name, state_now, by)
+
+
+def _valid(body: dict[str, Any] | None) -> models.Agent | None:
+    if body is None:
+        return None
+    try:
+        return models.Agent.model_validate(body)
+    except pydantic.ValidationError:
+        return None
 
 
 def _deleting(agent: models.Agent, body: dict[str, Any]) -> bool:

@@ -223,6 +223,10 @@ class Store:
         """The last-seen body, unless it proved stale (then the caller reads afresh)."""
         return None if key in self._stale else self._agents.get(key)
 
+    def knows(self, key: str) -> bool:
+        """The agent is known here, stale or not: it is not gone."""
+        return key in self._agents
+
     def agent_keys(self) -> list[str]:
         return list(self._agents)
 
@@ -367,7 +371,7 @@ class Store:
         meta = body["metadata"]
         trimmed = {
             "metadata": {
-                **{k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+                **{k: meta[k] for k in ("name", "uid", "resourceVersion") if k in meta},
                 "annotations": _audit(meta) if self.audit else {},
             },
             "spec": body.get("spec") or {},

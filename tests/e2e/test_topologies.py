@@ -230,5 +230,4 @@ def test_a_topology_that_does_not_answer_as_configured_is_one_warning_and_not_re
     assert "starting without it" in warnings[0]
     assert "Traceback" not in running.log()
     status, body = get(f"http://127.0.0.1:{running.port()}/readyz")
-    assert status == 503
-    assert expected in body
+    assert (status, body.startswith("Valkey is unreachable: ")) == (503, True), body

@@ -285,15 +285,20 @@ class FakeMirror:
         self.index.pop(agent.ref, None)
         return mirror.Result(mirror.Outcome.APPLIED, last.to, last.seq)
 
-    async def release(
-        self, namespace: str, name: str, at: datetime.datetime
-    ) -> mirror.Result | None:
+    async def get(self, namespace: str, name: str) -> dict[str, str] | None:
         self._guard()
         ref = f"{namespace}/{name}"
-        if ref not in self.index:
-            return None  # no record, or closed already
-        self.deleted.append(ref)
-        return mirror.Result(mirror.Outcome.APPLIED, self.index.pop(ref), self.records[ref][1])
+        if ref not in self.records:
+            return None
+        uid, seq = self.records[ref]
+        return {
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+            "seq": str(seq),
+            "phase": str(self.index.get(ref, "")),
+            "deleted": "1" if ref in self.deleted else "0",
+        }
 
     async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
         self._guard()
@@ -308,6 +313,7 @@ class FakeMirror:
         *,
         engaged_by: str,
         disengaged_by: str,
+        uid: str = "",
     ) -> bool:
         self._guard()
         announce = (name, spec.engaged) not in self.switches[-1:]  # the engaged state changed

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller import kube, mirror, models
+from controller import kube, mirror, mirroring, models
+from controller.app import Operator
 from controller.lifecycle import Phase
 from tests.unit.fakes import (
     KEY,
@@ -157,9 +158,7 @@ def test_anti_entropy_closes_the_records_of_its_agents_that_are_gone() -> None:
     indexed(valkey, "team-b/not-ours", Phase.RUNNING)
 
     async def sweep_and_mirror() -> None:
-        while len(op.mirror_queue):
-            op.mirror_queue.done(await op.mirror_queue.get())
-        await op.mirroring.sweep()
+        await drained_then_swept(op)
         while len(op.mirror_queue):
             key = await op.mirror_queue.get()
             await op.mirroring.reconcile(key)
@@ -168,6 +167,50 @@ def test_anti_entropy_closes_the_records_of_its_agents_that_are_gone() -> None:
     asyncio.run(sweep_and_mirror())
     assert sorted(valkey.deleted) == ["team-a/finished", "team-a/released"]
     assert valkey.index == {KEY: Phase.RUNNING, "team-b/not-ours": Phase.RUNNING}
+
+
+async def drained_then_swept(op: Operator) -> None:
+    while len(op.mirror_queue):  # what the watch events queued
+        op.mirror_queue.done(await op.mirror_queue.get())
+    await op.mirroring.sweep()
+
+
+def test_a_stale_agent_is_looked_at_again_not_taken_for_gone() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    op, valkey = operator(FakeKube(body))
+    op.agent_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    op.store.invalidate(KEY)  # a status write conflicted: the agents' pass reads it afresh
+    result = asyncio.run(op.mirroring.reconcile(KEY))
+    asyncio.run(drained_then_swept(op))
+    assert result.requeue_after == mirroring.STALE_LOOK_AGAIN
+    assert (valkey.index, valkey.deleted, len(op.mirror_queue)) == ({KEY: Phase.RUNNING}, [], 0)
+
+
+def test_a_record_the_store_has_not_caught_up_with_stays_open() -> None:
+    body = agent_body()  # the API server has it; this process has not seen it yet
+    op, valkey = operator(FakeKube(body))
+    indexed(valkey, KEY, Phase.RUNNING)
+    valkey.records[KEY] = (body["metadata"]["uid"], 2)
+    asyncio.run(op.mirroring.sweep())
+    assert len(op.mirror_queue) == 1
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert (valkey.index, valkey.deleted) == ({KEY: Phase.RUNNING}, [])
+
+
+def test_a_record_behind_its_agents_last_status_gets_the_rest_before_it_closes() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    op, valkey = operator(FakeKube(body))
+    op.agent_event(copy.deepcopy(body), gone=False)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    body["status"] = recorded("Spawning", "Running", "Killed")
+    body["metadata"]["resourceVersion"] = "99"
+    op.agent_event(body, gone=True)  # killed, then released by hand before the mirror's pass
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert valkey.phases() == [Phase.SPAWNING, Phase.RUNNING, Phase.KILLED]
+    assert (valkey.index, valkey.deleted) == ({}, [KEY])
 
 
 def test_an_unreachable_index_is_a_warning_and_the_sweep_waits_for_the_next_pass(

@@ -358,34 +358,30 @@ def test_a_recreated_agent_starts_a_new_life(target: Target) -> None:
     assert phases == [{"team-a/fix-login-bug"}, set(), set(), set(), set()]
 
 
-def test_a_record_left_open_is_closed_from_itself_as_the_operator_would_close_it(
-    target: Target,
-) -> None:
+def test_a_record_alone_is_closed_as_the_operator_closes_a_deletion(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,
-    ) -> tuple[list[mirror.Result | None], dict[str, str] | None, int, list[str], set[str]]:
+    ) -> tuple[mirror.Result, dict[str, str] | None, int, list[str], set[str]]:
         m.deleted_ttl_seconds = 60
         await m.record_many([(AGENT, s) for s in LIFE])
-        released = [
-            await m.release("team-a", "fix-login-bug", at(9)),
-            await m.release("team-a", "fix-login-bug", at(10)),  # closed already
-            await m.release("team-a", "never-recorded", at(11)),
-        ]
+        record = await m.get(AGENT.namespace, AGENT.name)
+        assert record is not None
+        result = await m.record_deleted(*mirror.from_record(record, at(9)), at(9))
         return (
-            released,
-            await m.get("team-a", "fix-login-bug"),
-            await m.conn.ttl(m.agent_key("team-a", "fix-login-bug")),
+            result,
+            await m.get(AGENT.namespace, AGENT.name),
+            await m.conn.ttl(m.agent_key(AGENT.namespace, AGENT.name)),
             await stream_events(m),
             await m.agents_in(Phase.COMPLETED),
         )
 
-    released, record, ttl, events, completed = run(scenario, target)
-    assert released == [mirror.Result(mirror.Outcome.APPLIED, Phase.COMPLETED, 3), None, None]
+    result, record, ttl, events, completed = run(scenario, target)
+    assert result == mirror.Result(mirror.Outcome.APPLIED, Phase.COMPLETED, 3)
     assert record is not None
     assert (record["deleted"], record["updatedAt"]) == ("1", "2026-01-01T10:00:09.123Z")
     assert 0 < ttl <= 60
     assert completed == set()
-    # The very event the operator sends when it finishes a deletion itself.
+    # The very event the operator sends when it finishes a deletion from the status.
     assert events[-1] == mirror.deletion_event(AGENT, LIFE[-1], at(9)).to_json()
     assert len(events) == len(LIFE) + 1
 
@@ -539,6 +535,7 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         "completedAt": "2026-01-01T10:00:08.123Z",
         "engagedBy": "bob",
         "disengagedBy": "carol",
+        "uid": "",
     }
     decoded = [json.loads(e) for e in events]
     assert [e["type"] for e in decoded] == ["killswitch.engaged", "killswitch.disengaged"]
@@ -557,6 +554,39 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         "disengagedBy": "",
     }
     assert (decoded[1]["data"]["engagedBy"], decoded[1]["data"]["disengagedBy"]) == ("bob", "carol")
+
+
+def test_a_new_switch_of_the_same_name_engaged_is_announced_though_the_record_was_engaged(
+    target: Target,
+) -> None:
+    """Deleted and made again (kubectl replace --force) faster than the mirror looked."""
+    engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
+    idle = models.KillswitchSpec(engaged=False, reason="drill over")
+    status = models.KillswitchStatus(engaged_at=at(0), matched=3)
+
+    async def scenario(m: mirror.Mirror) -> tuple[list[bool], list[str]]:
+        announced = []
+        for uid, spec, seconds in [
+            ("uid-a", engaged, 0),
+            ("uid-a", engaged, 1),  # the same switch, recounted: no news
+            ("uid-b", engaged, 2),  # another switch of that name, engaged: news
+            ("uid-c", idle, 3),  # another again, disengaged: it kills no more, news
+            ("", idle, 4),  # a record from before uids were kept is the same switch
+        ]:
+            announced.append(
+                await m.record_killswitch(
+                    "all-stop", spec, status, at(seconds), engaged_by="", disengaged_by="", uid=uid
+                )
+            )
+        return announced, await stream_events(m)
+
+    announced, events = run(scenario, target)
+    assert announced == [True, False, True, True, False]
+    assert [json.loads(e)["type"] for e in events] == [
+        "killswitch.engaged",
+        "killswitch.engaged",
+        "killswitch.disengaged",
+    ]
 
 
 def test_a_deleted_switch_loses_its_record_and_an_engaged_one_is_announced_disengaged(
