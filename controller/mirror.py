@@ -528,13 +528,18 @@ def killswitch_event(
 ) -> models.CloudEvent:
     """``killswitch.engaged`` or ``killswitch.disengaged``; ``engaged_by`` and
     ``disengaged_by`` are who last did each, from the switch's audit annotations (they
-    arrive with the change itself, before the switch's status is written)."""
+    arrive with the change itself, before the switch's status is written).
+
+    An engagement is timed, and its id made, by the ``engagedAt`` its status recorded, so
+    announcing it again (a wiped Valkey, replayed) repeats the same id for consumers to
+    drop; ``at`` (now) otherwise: a disengagement's status keeps no time."""
     state = "engaged" if spec.engaged else "disengaged"
+    when = status.engaged_at if spec.engaged and status.engaged_at is not None else at
     return models.CloudEvent(
-        id=f"killswitch-{name}-{state}-{int(at.timestamp() * 1000)}",
+        id=f"killswitch-{name}-{state}-{int(when.timestamp() * 1000)}",
         source=f"/apis/{models.API_VERSION}/killswitches/{name}",
         type=models.EventType(f"killswitch.{state}"),
-        time=at,
+        time=when,
         data={
             "name": name,
             "engaged": spec.engaged,

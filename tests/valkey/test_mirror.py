@@ -589,6 +589,24 @@ def test_a_new_switch_of_the_same_name_engaged_is_announced_though_the_record_wa
     ]
 
 
+def test_an_engagement_announced_again_after_a_wipe_has_the_same_id(target: Target) -> None:
+    engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
+    status = models.KillswitchStatus(engaged_at=at(0), matched=3)
+
+    async def scenario(m: mirror.Mirror) -> list[str]:
+        ids = []
+        for now in (at(2), at(600)):  # announced, then Valkey wiped and anti-entropy's pass
+            await m.conn.flushdb()
+            await m.record_killswitch(
+                "all-stop", engaged, status, now, engaged_by="", disengaged_by="", uid="uid-a"
+            )
+            ids += [json.loads(e)["id"] for e in await stream_events(m)]
+        return ids
+
+    ids = run(scenario, target)
+    assert ids == ["killswitch-all-stop-engaged-1767261600123"] * 2
+
+
 def test_a_deleted_switch_loses_its_record_and_an_engaged_one_is_announced_disengaged(
     target: Target,
 ) -> None:
