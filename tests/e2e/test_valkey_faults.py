@@ -49,6 +49,16 @@ def pods(cluster: Cluster, namespace: str) -> list[str]:
     return cluster.kubectl("get", "pods", "-n", namespace, "-o", "name").split()
 
 
+def wait_until_all_killed(cluster: Cluster, namespace: str, timeout: float) -> None:
+    wait_for(
+        lambda: (
+            set(phases(cluster, namespace).values()) == {"Killed"} and not pods(cluster, namespace)
+        ),
+        timeout,
+        "every agent Killed and every Pod gone while Valkey hangs",
+    )
+
+
 def caught_up(cluster: Cluster, url: str, namespace: str, name: str) -> bool:
     """The record, the phase index and the stream say exactly what the status says: every
     transition once, in order, with its original time."""
@@ -91,14 +101,7 @@ def test_a_killswitch_stops_40_agents_while_valkey_hangs(
         freeze(hang)
         started = time.monotonic()
         cluster.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, True, labels))
-        wait_for(
-            lambda: (
-                set(phases(cluster, namespace).values()) == {"Killed"}
-                and not pods(cluster, namespace)
-            ),
-            15,
-            "every agent Killed and every Pod gone while Valkey hangs",
-        )
+        wait_until_all_killed(cluster, namespace, 15)
         print(f"\n40 agents killed, Pods gone, Valkey hung: {time.monotonic() - started:.1f} s")
         body = views.agent(cluster, namespace, "hung-0")
         assert (body["status"]["reason"], body["status"]["message"]) == (
@@ -153,13 +156,7 @@ def test_an_operator_started_while_valkey_hangs_runs_agents_and_kills_them(
         "5 running agents while Valkey hangs",
     )
     cluster.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, True, labels))
-    wait_for(
-        lambda: (
-            set(phases(cluster, namespace).values()) == {"Killed"} and not pods(cluster, namespace)
-        ),
-        30,
-        "every agent Killed and every Pod gone while Valkey hangs",
-    )
+    wait_until_all_killed(cluster, namespace, 30)
 
     thaw(hang)
     for i in range(5):

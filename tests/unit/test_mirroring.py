@@ -127,12 +127,18 @@ def test_a_deleted_switch_leaves_no_record_that_says_it_kills(
     ]
 
 
-def test_an_agent_gone_without_its_deletion_finished_has_its_record_closed() -> None:
+def mirrored_running() -> tuple[Operator, FakeMirror, dict[str, Any]]:
+    """An agent Running, and its record written."""
     body = agent_body()
     body["status"] = recorded("Spawning", "Running")
     op, valkey = operator(FakeKube(body))
     op.agent_event(copy.deepcopy(body), gone=False)
     asyncio.run(op.mirroring.reconcile(KEY))
+    return op, valkey, body
+
+
+def test_an_agent_gone_without_its_deletion_finished_has_its_record_closed() -> None:
+    op, valkey, body = mirrored_running()
     assert valkey.index == {KEY: Phase.RUNNING}
     op.agent_event(body, gone=True)  # its finalizer removed by hand
     asyncio.run(op.mirroring.reconcile(KEY))
@@ -176,11 +182,7 @@ async def drained_then_swept(op: Operator) -> None:
 
 
 def test_a_stale_agent_is_looked_at_again_not_taken_for_gone() -> None:
-    body = agent_body()
-    body["status"] = recorded("Spawning", "Running")
-    op, valkey = operator(FakeKube(body))
-    op.agent_event(copy.deepcopy(body), gone=False)
-    asyncio.run(op.mirroring.reconcile(KEY))
+    op, valkey, _ = mirrored_running()
     op.store.invalidate(KEY)  # a status write conflicted: the agents' pass reads it afresh
     result = asyncio.run(op.mirroring.reconcile(KEY))
     asyncio.run(drained_then_swept(op))
@@ -200,11 +202,7 @@ def test_a_record_the_store_has_not_caught_up_with_stays_open() -> None:
 
 
 def test_a_record_behind_its_agents_last_status_gets_the_rest_before_it_closes() -> None:
-    body = agent_body()
-    body["status"] = recorded("Spawning", "Running")
-    op, valkey = operator(FakeKube(body))
-    op.agent_event(copy.deepcopy(body), gone=False)
-    asyncio.run(op.mirroring.reconcile(KEY))
+    op, valkey, body = mirrored_running()
     body["status"] = recorded("Spawning", "Running", "Killed")
     body["metadata"]["resourceVersion"] = "99"
     op.agent_event(body, gone=True)  # killed, then released by hand before the mirror's pass
