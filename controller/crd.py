@@ -99,7 +99,15 @@ AGENT_ROOT_RULES: Final = [
         f"self.status.phase == '{lifecycle.INITIAL}'",
         "message": f"an agent's first phase is {lifecycle.INITIAL}",
         "fieldPath": ".status.phase",
-    }
+    },
+    {
+        # The rules under status cannot see a status that went whole: without this, removing
+        # it would start the life over (a terminal phase back to Spawning, seq from 1).
+        "rule": "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+        "(has(self.status) && has(self.status.phase))",
+        "message": "status cannot be removed once status.phase is set",
+        "fieldPath": ".status",
+    },
 ]
 
 

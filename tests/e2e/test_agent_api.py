@@ -141,6 +141,30 @@ def test_status_phase_cannot_be_removed(crds: Cluster, namespace: str) -> None:
     )
 
 
+def test_the_whole_status_cannot_be_removed_to_start_a_life_over(
+    crds: Cluster, namespace: str
+) -> None:
+    apply(crds, namespace, agent("a6b"))
+    set_status(crds, namespace, "a6b", phase="Spawning", seq=1)
+    set_status(crds, namespace, "a6b", phase="Killed", seq=2)
+    error = refused(
+        crds,
+        namespace,
+        "patch",
+        "agent",
+        "a6b",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": None}),
+    )
+    assert "status cannot be removed once status.phase is set" in error
+    status = json.loads(crds.kubectl("get", "agent", "a6b", "-n", namespace, "-o", "json"))[
+        "status"
+    ]
+    assert (status["phase"], status["seq"]) == ("Killed", 2)
+
+
 def test_seq_never_decreases(crds: Cluster, namespace: str) -> None:
     apply(crds, namespace, agent("a7"))
     set_status(crds, namespace, "a7", phase="Spawning", seq=1)
