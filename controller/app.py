@@ -189,6 +189,34 @@ class Operator:
                 )
             )
             group.create_task(self.mirroring.resync_every(self.resync_interval))
+            group.create_task(self.relist_every(self.resync_interval))
+
+    async def relist(self) -> None:
+        """List the agents afresh and play the deletion of every one the store still holds
+        that is gone: kopf's watch, restarted after 410 Gone, lists again but sends nothing
+        for what vanished meanwhile, and such a ghost would hold its slot and its Valkey
+        record open for good (client-go's informers do the same on a relist)."""
+        listed: set[str] = set()
+        as_of = ""
+        for namespace in self.namespaces or (None,):
+            keys, version = await self.api.agent_keys(namespace)
+            listed |= keys
+            as_of = version if not as_of else min(as_of, version, key=_revision)
+        for body in self.store.missing_from(listed, as_of):
+            log.info(
+                "%s: gone while the watch was away; its deletion is played now", store.key_of(body)
+            )
+            self.agent_event(dict(body), gone=True)
+
+    async def relist_every(self, interval: float) -> None:
+        """``relist`` every ``interval`` seconds, until cancelled; a failed one waits for the
+        next."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.relist()
+            except (kube.ApiError, kube.KubernetesUnavailable) as exc:
+                log.warning("could not list the agents to find ones gone unseen: %s", exc)
 
     async def drain(self) -> None:
         """Take no new work; let the passes under way finish."""
@@ -424,6 +452,11 @@ async def _prime(operator: Operator) -> None:
         except (kube.ApiError, kube.KubernetesUnavailable) as exc:
             log.info("waiting for the API server to serve agents: %s", exc)
             await asyncio.sleep(PRIME_RETRY)
+
+
+def _revision(version: str) -> int:
+    """A resourceVersion as a number to compare (etcd's revisions); 0 if it is not one."""
+    return int(version) if version.isdigit() else 0
 
 
 def _present(task: asyncio.Task[None] | None) -> set[asyncio.Task[None]]:

@@ -30,6 +30,8 @@ COMPONENT: Final = "agent-lifecycle-operator"
 AGENTS: Final = f"/apis/{models.API_VERSION}"
 # The longest Event message posted (longer ones are cut).
 EVENT_MESSAGE_MAX: Final = 1024
+# Agents per page when listing only their names (the relist that finds ones gone unseen).
+LIST_PAGE: Final = 500
 # The phrase of the API server's Pod Security admission when it refuses an object.
 POD_SECURITY: Final = "violates PodSecurity"
 
@@ -231,6 +233,26 @@ class Kube:
         listed = await self.request("GET", f"{AGENTS}{where}/agents", params=params)
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
+
+    async def agent_keys(self, namespace: str | None = None) -> tuple[set[str], str]:
+        """``namespace/name`` of every Agent, and the resourceVersion of that snapshot: read
+        a page of LIST_PAGE at a time, keeping only the names, so that it costs little memory
+        however many agents there are."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        keys: set[str] = set()
+        params = {"limit": str(LIST_PAGE)}
+        as_of = ""
+        while True:
+            page = await self.request("GET", f"{AGENTS}{where}/agents", params=params)
+            meta = page.get("metadata", {})
+            as_of = as_of or str(meta.get("resourceVersion", ""))  # the first page's: all's
+            keys.update(
+                f"{i['metadata'].get('namespace', '')}/{i['metadata']['name']}"
+                for i in page.get("items", [])
+            )
+            if not meta.get("continue"):
+                return keys, as_of
+            params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
 
     async def patch_agent_spec(
         self, namespace: str, name: str, spec: dict[str, Any]

@@ -329,7 +329,7 @@ KILLSWITCH_LUA: Final = """#!lua
 local held = redis.call('HMGET', KEYS[1], 'engaged', 'uid')
 local before, owner = held[1], held[2]
 local engaged = ARGV[1]
-local reborn = owner and ARGV[5] ~= '' and owner ~= ARGV[5] and engaged == '1'
+local reborn = owner and owner ~= '' and ARGV[5] ~= '' and owner ~= ARGV[5] and engaged == '1'
 local announce = reborn or (before and before ~= engaged) or ((not before) and engaged == '1')
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if announce then
@@ -736,7 +736,7 @@ class Mirror:
             "completedAt": _time(status.completed_at),
             "engagedBy": engaged_by,
             "disengagedBy": disengaged_by,
-            "uid": uid,
+            **({"uid": uid} if uid else {}),
         }
         args: list[str | int] = [
             engaged,
@@ -791,6 +791,12 @@ class Mirror:
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def unindex(self, ref: str) -> None:
+        """Take ``namespace/name`` out of every phase set (an entry whose record is gone)."""
+        async with self._bounded():
+            for phase in PHASES:
+                await self.conn.srem(self.phase_key(phase), ref)
 
     async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
         """``namespace/name`` of every live agent in ``phase``."""

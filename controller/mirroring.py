@@ -79,11 +79,13 @@ class Mirroring:
         self.metrics = metrics_ or metrics.Metrics()
         self._mirrored: dict[str, Mirrored] = {}
         self._forced: set[str] = set()  # keys whose record must be read, not assumed
-        self._gone: dict[str, dict[str, Any]] = {}  # the last body of agents seen deleted
+        # The last body of each life seen deleted, by key and uid, until its record is closed.
+        self._gone: dict[str, dict[str, dict[str, Any]]] = {}
 
     def agent_gone(self, body: dict[str, Any]) -> None:
         """The watch saw the agent deleted: its last status may hold what its record lacks."""
-        self._gone[store.key_of(body)] = body
+        uid = str(body["metadata"].get("uid", ""))
+        self._gone.setdefault(store.key_of(body), {})[uid] = body
 
     def switch_changed(self, name: str) -> None:
         """The switch's status was written (or first seen): its record is to follow, before
@@ -157,7 +159,7 @@ class Mirroring:
             await self._release(key)
             self._gone.pop(key, None)
             return workqueue.Result()
-        self._gone.pop(key, None)  # alive (again): an earlier life's last body is no guide
+        self._gone.pop(key, None)  # alive (again): earlier lives' records closed or replaced
         try:
             agent = models.Agent.model_validate(body)
         except pydantic.ValidationError:
@@ -231,12 +233,16 @@ class Mirroring:
         confirms that agent is gone."""
         namespace, _, name = key.partition("/")
         record = await self.valkey.get(namespace, name)
-        if record is None or record.get("deleted") == "1":
+        if record is None:
+            await self.valkey.unindex(key)  # an index entry whose record is gone: drop it
+            return
+        if record.get("deleted") == "1":
             return  # nothing open: the usual end of a deletion the operator finished
         now = self.clock()
-        last = _valid(self._gone.get(key))
-        if last is not None and last.metadata.uid == record["uid"] and last.status.history:
+        last = _valid(self._gone.get(key, {}).get(record["uid"]))
+        if last is not None and last.status.history:
             await self._follow(last, read=True)
+            self._mirrored.pop(key, None)  # that life is over: nothing to remember of it
             ref, step = mirror.AgentRef.of(last), mirror.steps(last.status)[-1]
         else:
             live = await self.kube.get_agent(namespace, name)
@@ -272,9 +278,13 @@ class Mirroring:
             return
         switch = killswitch.Switch.of(body)
         state = models.KillswitchStatus.model_validate(body.get("status") or {})
+        # Engaged as the status records it (engagedAt), not as the spec asks: the record
+        # follows what the Killswitches controller recorded, and each recorded engagement
+        # has its own engagedAt, hence its own event id.
+        engaged = state.engaged_at is not None
         recorded = await self.valkey.record_killswitch(
             name,
-            switch.spec,
+            switch.spec.model_copy(update={"engaged": engaged}),
             state,
             self.clock(),
             engaged_by=switch.engaged_by,
@@ -282,9 +292,9 @@ class Mirroring:
             uid=str(body["metadata"].get("uid", "")),
         )
         if recorded:
-            state_now = "engaged" if switch.spec.engaged else "disengaged"
-            by = f" by {switch.by}" if switch.by else ""
-            log.info("killswitch %s %s%s", name, state_now, by)
+            who = switch.engaged_by if engaged else switch.disengaged_by
+            by = f" by {who}" if who else ""
+            log.info("killswitch %s %s%s", name, "engaged" if engaged else "disengaged", by)
 
 
 def _valid(body: dict[str, Any] | None) -> models.Agent | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from controller import killswitch, lifecycle, models, workload
@@ -223,6 +223,18 @@ class Store:
         """The last-seen body, unless it proved stale (then the caller reads afresh)."""
         return None if key in self._stale else self._agents.get(key)
 
+    def missing_from(self, listed: Iterable[str], as_of: str) -> list[Body]:
+        """The bodies of agents held here that a listing as of resourceVersion ``as_of`` no
+        longer has, though they are older than it: gone, their deletion unseen (a watch that
+        restarts after 410 Gone lists afresh and sends nothing for what vanished)."""
+        present = set(listed)
+        return [
+            body
+            for key, body in self._agents.items()
+            if key not in present
+            and _older(str(body["metadata"].get("resourceVersion", "")), as_of)
+        ]
+
     def knows(self, key: str) -> bool:
         """The agent is known here, stale or not: it is not gone."""
         return key in self._agents
@@ -360,6 +372,9 @@ class Store:
     def observe_switch(self, body: Mapping[str, Any], gone: bool = False) -> str:
         name = str(body["metadata"]["name"])
         if gone:
+            held = (self._switch_bodies.get(name) or {}).get("metadata", {}).get("uid")
+            if held and held != body["metadata"].get("uid", held):
+                return name  # a newer switch of that name, from a LIST, already replaced it
             self._switches.pop(name, None)
             self._switch_bodies.pop(name, None)
         else:

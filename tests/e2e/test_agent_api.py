@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 import yaml
 
+from controller import kube
+from tests import identity
 from tests.conftest import Cluster
 
 
@@ -238,3 +241,26 @@ def test_an_unknown_status_phase_is_refused(crds: Cluster, namespace: str) -> No
     apply(crds, namespace, agent("a8"))
     error = refused_status(crds, namespace, "a8", phase="Paused", seq=1)
     assert 'status.phase: Unsupported value: "Paused"' in error
+
+
+def test_the_operator_lists_every_agent_name_a_page_at_a_time(
+    crds: Cluster,
+    namespace: str,
+    operator_identity: identity.Identity,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for i in range(5):
+        apply(crds, namespace, agent(f"paged-{i}"))
+    monkeypatch.setattr(kube, "LIST_PAGE", 2)  # three pages
+
+    async def listing() -> tuple[set[str], str]:
+        api = kube.Kube(kube.load_config(str(operator_identity.kubeconfig)))
+        try:
+            return await api.agent_keys(namespace)
+        finally:
+            await api.close()
+
+    keys, as_of = asyncio.run(listing())
+    assert keys == {f"{namespace}/paged-{i}" for i in range(5)}
+    items = json.loads(crds.kubectl("get", "agents", "-n", namespace, "-o", "json"))["items"]
+    assert int(as_of) >= max(int(i["metadata"]["resourceVersion"]) for i in items)

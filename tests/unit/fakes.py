@@ -94,6 +94,7 @@ class FakeKube:
         self.switch_status: dict[str, dict[str, Any]] = {}
         self.namespace_bodies: list[dict[str, Any]] = []
         self.requests = 0
+        self.listed_as_of = "1000"  # the resourceVersion a listing of the Agents is as of
 
     def _check(self, rv: str) -> None:
         assert self.body is not None
@@ -206,6 +207,12 @@ class FakeKube:
     ) -> list[dict[str, Any]]:
         return [copy.deepcopy(self.body)] if self.body is not None else []
 
+    async def agent_keys(self, namespace: str | None = None) -> tuple[set[str], str]:
+        bodies = await self.list_agents(namespace)
+        return {f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in bodies}, (
+            self.listed_as_of
+        )
+
 
 def deleted_killed_body() -> dict[str, Any]:
     """An Agent being deleted whose kill is on record: its deletion is the mirror's to finish."""
@@ -231,13 +238,14 @@ class FakeMirror:
         self.records: dict[str, tuple[str, int]] = {}  # ref -> (uid, seq)
         self.steps: list[mirror.Step] = []  # every step applied, in order
         self.reads = 0  # resyncs that read the record
-        self.fail: mirror.MirrorError | None = None
+        self.fail: Exception | None = None  # a MirrorError, or a bug to survive
         self.refuse = ""  # every transition is refused, saying this
         self.deleted: list[str] = []
         self.refuse_delete = False
         self.switches: list[tuple[str, bool]] = []
         self.switch_by: dict[str, tuple[str, str]] = {}  # name: (engaged by, disengaged by)
         self.forgotten: list[str] = []  # switches whose record was removed
+        self.switch_uid: dict[str, str] = {}  # name: the uid its record was last written for
         self.index: dict[str, lifecycle.Phase] = {}  # ref -> its entry in the phase index
 
     def _guard(self) -> None:
@@ -300,6 +308,10 @@ class FakeMirror:
             "deleted": "1" if ref in self.deleted else "0",
         }
 
+    async def unindex(self, ref: str) -> None:
+        self._guard()
+        self.index.pop(ref, None)
+
     async def agents_in(self, phase: lifecycle.Phase) -> set[str]:
         self._guard()
         return {ref for ref, indexed in self.index.items() if indexed is phase}
@@ -319,6 +331,7 @@ class FakeMirror:
         announce = (name, spec.engaged) not in self.switches[-1:]  # the engaged state changed
         self.switches.append((name, spec.engaged))
         self.switch_by[name] = (engaged_by, disengaged_by)
+        self.switch_uid[name] = uid
         return announce
 
     async def forget_killswitch(self, name: str, at: datetime.datetime) -> bool:

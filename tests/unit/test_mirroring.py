@@ -100,21 +100,57 @@ def test_an_agent_gone_while_its_deletion_was_finishing_is_forgotten() -> None:
     assert op.store.agent(KEY) is None
 
 
+def engaged_switch(
+    uid: str = "uid-s1", engaged_at: str | None = "2026-01-01T10:00:00.000Z"
+) -> dict[str, Any]:
+    """A switch whose spec is engaged; ``engaged_at``: whether its status records it yet."""
+    return {
+        "metadata": {"name": "all-stop", "uid": uid},
+        "spec": {"engaged": True},
+        "status": {"engagedAt": engaged_at} if engaged_at else {},
+    }
+
+
 def test_a_switch_is_announced_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
     op, valkey = operator(FakeKube(None))
-    op.switch_event({"metadata": {"name": "all-stop"}, "spec": {"engaged": True}}, gone=False)
+    op.switch_event(engaged_switch(), gone=False)
     with caplog.at_level("INFO", logger="controller.mirroring"):
         asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
         asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     assert valkey.switches == [("all-stop", True)] * 2
+    assert valkey.switch_uid == {"all-stop": "uid-s1"}
     assert [r.getMessage() for r in caplog.records] == ["killswitch all-stop engaged"]
+
+
+def test_a_switch_is_recorded_as_its_status_says_not_as_its_spec_asks() -> None:
+    op, valkey = operator(FakeKube(None))
+    op.switch_event(engaged_switch(engaged_at=None), gone=False)  # status not written yet
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    op.switch_event(engaged_switch(), gone=False)  # the Killswitches controller recorded it
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    disengaging = engaged_switch()
+    disengaging["spec"]["engaged"] = False  # asked, not yet recorded: still engaged
+    op.switch_event(disengaging, gone=False)
+    asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
+    assert valkey.switches == [("all-stop", False), ("all-stop", True), ("all-stop", True)]
+
+
+def test_the_deletion_of_a_switch_since_replaced_leaves_its_successor_alone() -> None:
+    op, _ = operator(FakeKube(None))
+    op.store.replace_switches([engaged_switch(uid="uid-new")])  # a LIST before the old one's
+    op.switch_event(engaged_switch(uid="uid-old"), gone=True)  # ... deletion event arrived
+    body = op.store.switch("all-stop")
+    assert body is not None
+    assert body["metadata"]["uid"] == "uid-new"
+    op.switch_event(engaged_switch(uid="uid-new"), gone=True)
+    assert op.store.switch("all-stop") is None
 
 
 def test_a_deleted_switch_leaves_no_record_that_says_it_kills(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     op, valkey = operator(FakeKube(None))
-    body = {"metadata": {"name": "all-stop"}, "spec": {"engaged": True}}
+    body = engaged_switch()
     op.switch_event(copy.deepcopy(body), gone=False)
     asyncio.run(op.mirroring.reconcile("killswitch:all-stop"))
     op.switch_event(body, gone=True)
@@ -162,6 +198,7 @@ def test_anti_entropy_closes_the_records_of_its_agents_that_are_gone() -> None:
     indexed(valkey, "team-a/released", Phase.RUNNING)
     indexed(valkey, "team-a/finished", Phase.COMPLETED)
     indexed(valkey, "team-b/not-ours", Phase.RUNNING)
+    valkey.index["team-a/dangling"] = Phase.RUNNING  # its record is gone (expired, deleted)
 
     async def sweep_and_mirror() -> None:
         await drained_then_swept(op)
@@ -179,6 +216,58 @@ async def drained_then_swept(op: Operator) -> None:
     while len(op.mirror_queue):  # what the watch events queued
         op.mirror_queue.done(await op.mirror_queue.get())
     await op.mirroring.sweep()
+
+
+def test_an_agent_deleted_while_the_watch_was_away_is_let_go_on_the_next_listing() -> None:
+    op, valkey, _ = mirrored_running()
+    api = op.api
+    assert isinstance(api, FakeKube)
+    api.body = None  # deleted, its finalizer gone, and the watch never said so (410 Gone)
+    asyncio.run(op.relist())
+    assert not op.store.knows(KEY)
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert (valkey.index, valkey.deleted) == ({}, [KEY])
+
+
+def test_an_agent_newer_than_the_listing_is_not_taken_for_gone() -> None:
+    op, valkey, _ = mirrored_running()
+    api = op.api
+    assert isinstance(api, FakeKube)
+    api.body = None
+    api.listed_as_of = "0"  # a listing older than what the watch already showed
+    asyncio.run(op.relist())
+    assert op.store.knows(KEY)
+    assert valkey.deleted == []
+
+
+def test_a_bug_in_the_sweep_is_logged_and_waits_for_the_next_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    op, valkey = operator(FakeKube(None))
+    valkey.fail = RuntimeError("a bug")
+    with caplog.at_level("ERROR", logger="controller.mirroring"):
+        asyncio.run(op.mirroring.sweep())  # does not raise: the operator goes on
+    assert [r.getMessage() for r in caplog.records] == [
+        "anti-entropy could not read the phase index"
+    ]
+
+
+def test_a_malformed_last_body_or_a_refused_closing_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    op, valkey, body = mirrored_running()
+    api = op.api
+    assert isinstance(api, FakeKube)
+    api.body = None
+    body["status"]["phase"] = "Exploded"  # its last body will not validate: read the record
+    op.agent_event(body, gone=True)
+    valkey.refuse_delete = True
+    with caplog.at_level("INFO", logger="controller.mirroring"):
+        asyncio.run(op.mirroring.reconcile(KEY))
+    assert (valkey.index, valkey.deleted, caplog.records) == ({KEY: Phase.RUNNING}, [], [])
+    valkey.refuse_delete = False  # the next pass closes it
+    asyncio.run(op.mirroring.reconcile(KEY))
+    assert (valkey.index, valkey.deleted) == ({}, [KEY])
 
 
 def test_a_stale_agent_is_looked_at_again_not_taken_for_gone() -> None:

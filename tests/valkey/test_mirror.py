@@ -386,6 +386,21 @@ def test_a_record_alone_is_closed_as_the_operator_closes_a_deletion(target: Targ
     assert len(events) == len(LIFE) + 1
 
 
+def test_an_index_entry_whose_record_is_gone_can_be_dropped(target: Target) -> None:
+    async def scenario(m: mirror.Mirror) -> tuple[set[str], set[str]]:
+        other = mirror.AgentRef("team-a", "other", "uid-7", "TASK-7", "worker")
+        await m.record_many([(AGENT, LIFE[0]), (other, LIFE[0])])
+        await m.conn.delete(m.agent_key(AGENT.namespace, AGENT.name))  # by hand, say
+        await m.unindex(AGENT.ref)
+        await m.unindex(AGENT.ref)  # nothing left: no error
+        return await m.agents_in(Phase.SPAWNING), set().union(
+            *[await m.agents_in(p) for p in mirror.PHASES]
+        )
+
+    spawning, everywhere = run(scenario, target)
+    assert spawning == everywhere == {"team-a/other"}
+
+
 def test_deletion_marks_the_record_sends_a_final_event_and_expires(target: Target) -> None:
     async def scenario(
         m: mirror.Mirror,
@@ -535,7 +550,6 @@ def test_a_killswitch_is_recorded_and_announced_only_when_it_changes(target: Tar
         "completedAt": "2026-01-01T10:00:08.123Z",
         "engagedBy": "bob",
         "disengagedBy": "carol",
-        "uid": "",
     }
     decoded = [json.loads(e) for e in events]
     assert [e["type"] for e in decoded] == ["killswitch.engaged", "killswitch.disengaged"]
@@ -562,31 +576,33 @@ def test_a_new_switch_of_the_same_name_engaged_is_announced_though_the_record_wa
     """Deleted and made again (kubectl replace --force) faster than the mirror looked."""
     engaged = models.KillswitchSpec(engaged=True, reason="runaway spend")
     idle = models.KillswitchSpec(engaged=False, reason="drill over")
-    status = models.KillswitchStatus(engaged_at=at(0), matched=3)
 
     async def scenario(m: mirror.Mirror) -> tuple[list[bool], list[str]]:
         announced = []
-        for uid, spec, seconds in [
-            ("uid-a", engaged, 0),
-            ("uid-a", engaged, 1),  # the same switch, recounted: no news
+        for uid, spec, since in [
+            ("", engaged, 0),  # written before records kept a uid: no uid field
+            ("uid-a", engaged, 0),  # that switch, now with its uid: no news
+            ("uid-a", engaged, 0),  # recounted: no news
             ("uid-b", engaged, 2),  # another switch of that name, engaged: news
-            ("uid-c", idle, 3),  # another again, disengaged: it kills no more, news
-            ("", idle, 4),  # a record from before uids were kept is the same switch
+            ("uid-c", idle, None),  # another again, disengaged: it kills no more, news
         ]:
+            status = models.KillswitchStatus(engaged_at=None if since is None else at(since))
             announced.append(
                 await m.record_killswitch(
-                    "all-stop", spec, status, at(seconds), engaged_by="", disengaged_by="", uid=uid
+                    "all-stop", spec, status, at(9), engaged_by="", disengaged_by="", uid=uid
                 )
             )
         return announced, await stream_events(m)
 
     announced, events = run(scenario, target)
-    assert announced == [True, False, True, True, False]
-    assert [json.loads(e)["type"] for e in events] == [
+    assert announced == [True, False, False, True, True]
+    decoded = [json.loads(e) for e in events]
+    assert [e["type"] for e in decoded] == [
         "killswitch.engaged",
         "killswitch.engaged",
         "killswitch.disengaged",
     ]
+    assert len({e["id"] for e in decoded}) == 3, "each engagement its own id"
 
 
 def test_an_engagement_announced_again_after_a_wipe_has_the_same_id(target: Target) -> None:
