@@ -217,6 +217,8 @@ class Operator:
                 await self.relist()
             except (kube.ApiError, kube.KubernetesUnavailable) as exc:
                 log.warning("could not list the agents to find ones gone unseen: %s", exc)
+            except Exception:  # a bug here must not stop the operator: the next one tries again
+                log.exception("could not list the agents to find ones gone unseen")
 
     async def drain(self) -> None:
         """Take no new work; let the passes under way finish."""

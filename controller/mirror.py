@@ -323,15 +323,19 @@ return {'applied', cur_phase, cur_seq, ''}
 
 
 # KEYS: 1 the switch's hash, 2 the stream. ARGV: engaged ('1'/'0'), channel, maxlen, event,
-# the switch's uid, then field/value pairs. Announced when the engaged state changed (first
-# sight: if engaged), and when a new switch of the same name (another uid) is engaged.
+# the switch's uid, its engagedAt, then field/value pairs. Announced when the engaged state
+# changed (first sight: if engaged), and when it is engaged anew: another switch of the same
+# name (another uid), or another engagement (another engagedAt: the disengagement between
+# them was never mirrored).
 KILLSWITCH_LUA: Final = """#!lua
-local held = redis.call('HMGET', KEYS[1], 'engaged', 'uid')
-local before, owner = held[1], held[2]
+local held = redis.call('HMGET', KEYS[1], 'engaged', 'uid', 'engagedAt')
+local before, owner, since = held[1], held[2], held[3]
 local engaged = ARGV[1]
-local reborn = owner and owner ~= '' and ARGV[5] ~= '' and owner ~= ARGV[5] and engaged == '1'
-local announce = reborn or (before and before ~= engaged) or ((not before) and engaged == '1')
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local reborn = owner and owner ~= '' and ARGV[5] ~= '' and owner ~= ARGV[5]
+local again = before == '1' and since and since ~= '' and since ~= ARGV[6]
+local announce = (engaged == '1' and (reborn or again))
+  or (before and before ~= engaged) or ((not before) and engaged == '1')
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if announce then
   redis.call('PUBLISH', ARGV[2], ARGV[4])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4])
@@ -746,6 +750,7 @@ class Mirror:
                 name, spec, status, at, engaged_by=engaged_by, disengaged_by=disengaged_by
             ).to_json(),
             uid,
+            fields["engagedAt"],
             *(item for pair in fields.items() for item in pair),
         ]
         async with self._bounded():

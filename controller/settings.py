@@ -22,6 +22,8 @@ from typing import Annotated, Final, Literal, NamedTuple
 import pydantic
 
 DEFAULT_VALKEY_URL: Final = "redis://127.0.0.1:6379/0"
+# A Namespace's name (DNS-1123 label): what WATCH_NAMESPACES lists, one by one.
+NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class SettingsError(ValueError):
@@ -183,7 +185,13 @@ class Settings(pydantic.BaseModel):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for name in value if isinstance(value, tuple) else ():
+            if not NAMESPACE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a namespace name (lowercase letters, digits and '-', "
+                    "at most 63; no patterns)"
+                )
         return value
 
 

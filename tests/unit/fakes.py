@@ -95,6 +95,7 @@ class FakeKube:
         self.namespace_bodies: list[dict[str, Any]] = []
         self.requests = 0
         self.listed_as_of = "1000"  # the resourceVersion a listing of the Agents is as of
+        self.listed_as_of_in: dict[str, str] = {}  # ... of one namespace's, where it differs
 
     def _check(self, rv: str) -> None:
         assert self.body is not None
@@ -208,10 +209,11 @@ class FakeKube:
         return [copy.deepcopy(self.body)] if self.body is not None else []
 
     async def agent_keys(self, namespace: str | None = None) -> tuple[set[str], str]:
-        bodies = await self.list_agents(namespace)
-        return {f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in bodies}, (
-            self.listed_as_of
-        )
+        bodies = [
+            b for b in await self.list_agents() if namespace in (None, b["metadata"]["namespace"])
+        ]
+        as_of = self.listed_as_of_in.get(namespace or "", self.listed_as_of)
+        return {f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in bodies}, as_of
 
 
 def deleted_killed_body() -> dict[str, Any]:

@@ -229,6 +229,29 @@ def test_an_agent_deleted_while_the_watch_was_away_is_let_go_on_the_next_listing
     assert (valkey.index, valkey.deleted) == ({}, [KEY])
 
 
+def test_an_agent_the_listing_has_is_not_taken_for_gone() -> None:
+    op, valkey, _ = mirrored_running()  # the API server still has it, and it is older
+    asyncio.run(op.relist())
+    assert op.store.knows(KEY)
+    assert valkey.deleted == []
+
+
+def test_with_several_namespaces_the_oldest_listing_decides() -> None:
+    body = agent_body()
+    body["status"] = recorded("Spawning", "Running")
+    body["metadata"]["resourceVersion"] = "500"
+    api = FakeKube(body)
+    op, _ = operator(api, namespaces=("team-a", "team-b"))
+    op.agent_event(copy.deepcopy(body), gone=False)
+    api.body = None
+    api.listed_as_of_in = {"team-a": "1000", "team-b": "400"}  # team-b's is older than it
+    asyncio.run(op.relist())
+    assert op.store.knows(KEY), "not known gone as of the older listing"
+    api.listed_as_of_in = {"team-a": "1000", "team-b": "600"}
+    asyncio.run(op.relist())
+    assert not op.store.knows(KEY)
+
+
 def test_an_agent_newer_than_the_listing_is_not_taken_for_gone() -> None:
     op, valkey, _ = mirrored_running()
     api = op.api

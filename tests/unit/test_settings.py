@@ -60,6 +60,8 @@ def test_who_asked_is_read_unless_the_audit_policies_are_missing() -> None:
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
         ("LEASE_DURATION_SECONDS", "1", "greater than or equal to 2"),
         ("AUDIT_ANNOTATIONS", "maybe", "valid boolean"),
+        ("WATCH_NAMESPACES", "team-a,team-*", "'team-*' is not a namespace name"),
+        ("WATCH_NAMESPACES", "Team-A", "'Team-A' is not a namespace name"),
     ],
     ids=[
         "a stream length that is not a number",
@@ -72,6 +74,8 @@ def test_who_asked_is_read_unless_the_audit_policies_are_missing() -> None:
         "a port that does not exist",
         "a lease too short to renew",
         "an audit switch that is neither true nor false",
+        "a namespace pattern, which the API server cannot list",
+        "a namespace name in capitals",
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_and_value(

@@ -584,6 +584,7 @@ def test_a_new_switch_of_the_same_name_engaged_is_announced_though_the_record_wa
             ("uid-a", engaged, 0),  # that switch, now with its uid: no news
             ("uid-a", engaged, 0),  # recounted: no news
             ("uid-b", engaged, 2),  # another switch of that name, engaged: news
+            ("uid-b", engaged, 5),  # engaged anew, its disengagement never mirrored: news
             ("uid-c", idle, None),  # another again, disengaged: it kills no more, news
         ]:
             status = models.KillswitchStatus(engaged_at=None if since is None else at(since))
@@ -595,14 +596,15 @@ def test_a_new_switch_of_the_same_name_engaged_is_announced_though_the_record_wa
         return announced, await stream_events(m)
 
     announced, events = run(scenario, target)
-    assert announced == [True, False, False, True, True]
+    assert announced == [True, False, False, True, True, True]
     decoded = [json.loads(e) for e in events]
     assert [e["type"] for e in decoded] == [
         "killswitch.engaged",
         "killswitch.engaged",
+        "killswitch.engaged",
         "killswitch.disengaged",
     ]
-    assert len({e["id"] for e in decoded}) == 3, "each engagement its own id"
+    assert len({e["id"] for e in decoded}) == 4, "each engagement its own id"
 
 
 def test_an_engagement_announced_again_after_a_wipe_has_the_same_id(target: Target) -> None:
