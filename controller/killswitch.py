@@ -34,11 +34,6 @@ class Switch:
             models.who(annotations, models.DISENGAGED_BY),
         )
 
-    @property
-    def by(self) -> str:
-        """Who made the switch what it is now: its engager while engaged, else its disengager."""
-        return self.engaged_by if self.spec.engaged else self.disengaged_by
-
 
 def matches(selector: models.LabelSelector, labels: Mapping[str, str]) -> bool:
     """Kubernetes label-selector semantics: every term must hold."""

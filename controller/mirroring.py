@@ -160,9 +160,8 @@ class Mirroring:
             self._gone.pop(key, None)
             return workqueue.Result()
         self._gone.pop(key, None)  # alive (again): earlier lives' records closed or replaced
-        try:
-            agent = models.Agent.model_validate(body)
-        except pydantic.ValidationError:
+        agent = _valid(body)
+        if agent is None:
             return workqueue.Result()  # the agents controller reports it
         deleting = _deleting(agent, body)
         try:
