@@ -129,22 +129,30 @@ def test_a_killswitch_stops_40_agents_while_valkey_hangs(
         feed.close()
 
 
-def test_an_operator_started_while_valkey_hangs_runs_agents_and_kills_them(
+@pytest.mark.parametrize("fault", ["hung", "refused"])
+def test_an_operator_started_while_valkey_is_down_runs_agents_and_kills_them(
     cluster: Cluster,
     namespace: str,
     operators: Operators,
     hang: RestartableValkey,
     switch_name: str,
+    fault: str,
 ) -> None:
-    """A restart during an outage: start-up names the hung Valkey in one warning line and
-    goes on, not ready; Pods start and a killswitch kills; the mirror catches up after."""
+    """A restart during an outage, a hung server (SIGSTOP) or none at all (connections
+    refused): start-up names it in one warning line and goes on, not ready; Pods start and
+    a killswitch kills; the mirror catches up once Valkey answers."""
     url = hang.url
-    freeze(hang)
+    if fault == "hung":
+        freeze(hang)
+    else:
+        hang.stop()
     operator = operators.start(url, namespace, VALKEY_TIMEOUT_SECONDS="2")
     warnings = [line for line in operator.log().splitlines() if "cannot reach Valkey" in line]
     assert len(warnings) == 1, operator.log()
-    expected = f"cannot reach Valkey at {url}: no answer within 2 s; starting without it"
-    assert expected in warnings[0]
+    assert f"cannot reach Valkey at {url}: " in warnings[0]
+    assert "; starting without it" in warnings[0]
+    if fault == "hung":
+        assert "no answer within 2 s" in warnings[0]
     status, body = get(f"http://127.0.0.1:{operator.port()}/readyz")
     assert (status, "Valkey is unreachable" in body) == (503, True), body
 
@@ -158,7 +166,10 @@ def test_an_operator_started_while_valkey_hangs_runs_agents_and_kills_them(
     cluster.kubectl("apply", "-f", "-", stdin=switch_yaml(switch_name, True, labels))
     wait_until_all_killed(cluster, namespace, 30)
 
-    thaw(hang)
+    if fault == "hung":
+        thaw(hang)
+    else:
+        hang.start()  # the same port
     for i in range(5):
         wait_for(
             lambda i=i: caught_up(cluster, url, namespace, f"restarted-{i}"),  # type: ignore[misc]
